@@ -1,0 +1,253 @@
+//! The interface every algorithm implements, and the values a decision returns.
+//!
+//! An algorithm is split in two: its parameters (the type implementing [`RateAlgorithm`], shared
+//! by all keys) and its per-key state ([`RateAlgorithm::State`], a few atomics). Decisions take the
+//! time as an argument, so a state can be used on its own, in a keyed store, or in a loom model.
+
+use core::fmt;
+use core::str::FromStr;
+use std::time::Duration;
+
+/// Which algorithm a [`RateLimiter`](crate::RateLimiter) runs.
+///
+/// Parses from the names the Python original used (`"token_bucket"`, `"sliding_window"`,
+/// `"fixed_window"`, `"leaky_bucket"`) plus `"sliding_window_counter"` and `"sliding_log"`.
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate_core::Algorithm;
+///
+/// assert_eq!("sliding_window".parse::<Algorithm>().unwrap(), Algorithm::SlidingLog);
+/// assert!("token-bucket".parse::<Algorithm>().is_ok());
+/// assert!("tokenbucket".parse::<Algorithm>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Algorithm {
+    /// GCRA token bucket: `burst` at once, refilled at `calls / period`. The default.
+    #[default]
+    TokenBucket,
+    /// GCRA used as a shaper: admitted requests get a delay so output is one per interval.
+    LeakyBucket,
+    /// A counter per aligned window of length `period`.
+    FixedWindow,
+    /// Two-window weighted estimate: O(1) memory, approximate.
+    SlidingWindowCounter,
+    /// Exact sliding window over the last `calls` admission times.
+    SlidingLog,
+}
+
+impl Algorithm {
+    /// Every algorithm, in a stable order.
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::TokenBucket,
+        Algorithm::LeakyBucket,
+        Algorithm::FixedWindow,
+        Algorithm::SlidingWindowCounter,
+        Algorithm::SlidingLog,
+    ];
+
+    /// The canonical snake_case name (`"token_bucket"`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::TokenBucket => "token_bucket",
+            Self::LeakyBucket => "leaky_bucket",
+            Self::FixedWindow => "fixed_window",
+            Self::SlidingWindowCounter => "sliding_window_counter",
+            Self::SlidingLog => "sliding_log",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing an [`Algorithm`] name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownAlgorithm(String);
+
+impl fmt::Display for UnknownAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown algorithm {:?}, expected one of token_bucket, leaky_bucket, fixed_window, \
+             sliding_window (exact log), sliding_window_counter, sliding_log",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownAlgorithm {}
+
+impl FromStr for Algorithm {
+    type Err = UnknownAlgorithm;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.trim().to_ascii_lowercase().replace('-', "_");
+        Ok(match norm.as_str() {
+            "token_bucket" | "gcra" => Self::TokenBucket,
+            "leaky_bucket" => Self::LeakyBucket,
+            "fixed_window" => Self::FixedWindow,
+            "sliding_window" | "sliding_log" => Self::SlidingLog,
+            "sliding_window_counter" => Self::SlidingWindowCounter,
+            _ => return Err(UnknownAlgorithm(s.to_owned())),
+        })
+    }
+}
+
+/// An admitted request: what was granted and the state it left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub(crate) at: u64,
+    pub(crate) delay: u64,
+    pub(crate) remaining: u64,
+    pub(crate) limit: u64,
+    pub(crate) reset_after: u64,
+}
+
+impl Admitted {
+    /// How long the caller must wait before acting: zero for immediate admission; the queue
+    /// delay for the leaky bucket and for reservations made by a blocking acquire. A blocking
+    /// acquire has already waited it when it returns.
+    pub fn delay(&self) -> Duration {
+        Duration::from_nanos(self.delay)
+    }
+
+    /// How many more unit requests would be admitted right now.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The limit: burst (token bucket), queue capacity (leaky bucket), or calls per window.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// How long until the key is back to a fresh, fully available state.
+    pub fn reset_after(&self) -> Duration {
+        Duration::from_nanos(self.reset_after)
+    }
+
+    /// The limiter time (ns since its clock's epoch) the admission counts at: the decision time,
+    /// or the departure slot for delayed admissions.
+    pub fn admitted_at(&self) -> u64 {
+        self.at
+    }
+}
+
+/// A side-effect-free view of one key's state.
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate_core::{ManualClock, Quota, RateLimiter};
+/// use std::time::Duration;
+///
+/// let limiter = RateLimiter::builder(Quota::per_second(10))
+///     .clock(ManualClock::new())
+///     .build()
+///     .unwrap();
+/// limiter.check_n(4).unwrap();
+/// let s = limiter.peek();
+/// assert_eq!((s.remaining(), s.limit()), (6, 10));
+/// assert_eq!(s.retry_after(), Duration::ZERO);
+/// assert_eq!(s.reset_after(), Duration::from_millis(400));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub(crate) at: u64,
+    pub(crate) remaining: u64,
+    pub(crate) limit: u64,
+    pub(crate) retry_after: u64,
+    pub(crate) reset_after: u64,
+}
+
+impl Snapshot {
+    /// How many unit requests would be admitted right now (Python: `available`).
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// How much of the limit is in use (`limit − remaining`; Python: `level` / `count`).
+    pub fn used(&self) -> u64 {
+        self.limit.saturating_sub(self.remaining)
+    }
+
+    /// The limit: burst, queue capacity, or calls per window.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// How long until a unit request would be admitted (zero if it would be now).
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_nanos(self.retry_after)
+    }
+
+    /// How long until the key is back to a fresh, fully available state.
+    pub fn reset_after(&self) -> Duration {
+        Duration::from_nanos(self.reset_after)
+    }
+
+    /// The limiter time (ns since its clock's epoch) of the snapshot.
+    pub fn taken_at(&self) -> u64 {
+        self.at
+    }
+}
+
+/// Why an algorithm refused a request, before the limiter adds its context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not now: the request would be admitted after `retry_after` ns if nothing else came.
+    Limited {
+        /// Nanoseconds until the same request can succeed.
+        retry_after: u64,
+        /// Nanoseconds until the state is fresh again.
+        reset_after: u64,
+    },
+    /// Never: `n` exceeds the capacity.
+    Never,
+}
+
+/// A rate-limiting algorithm: its parameters, operating on a per-key [`State`](Self::State).
+///
+/// All operations take the current time `now` in nanoseconds. A refused request never changes
+/// the state. Implementations are lock-free: each decision is one CAS loop on the state's atomics.
+pub trait RateAlgorithm: Send + Sync + 'static {
+    /// The per-key state: a handful of atomics.
+    type State: Send + Sync;
+
+    /// A fresh state: fully available.
+    fn new_state(&self) -> Self::State;
+
+    /// The largest weight a single request can be granted.
+    fn capacity(&self) -> u64;
+
+    /// Decide a request of weight `n` at `now`, and record it if admitted.
+    fn check(&self, state: &Self::State, now: u64, n: u64) -> Result<Admitted, Refusal>;
+
+    /// Like [`check`](Self::check), but may admit with a delay of at most `max_wait` ns by
+    /// reserving a future slot (FIFO). Algorithms that cannot reserve just check.
+    fn reserve(
+        &self,
+        state: &Self::State,
+        now: u64,
+        n: u64,
+        max_wait: u64,
+    ) -> Result<Admitted, Refusal> {
+        let _ = max_wait;
+        self.check(state, now, n)
+    }
+
+    /// Observe the state at `now` without changing it.
+    fn peek(&self, state: &Self::State, now: u64) -> Snapshot;
+
+    /// Return the state to fresh.
+    fn reset(&self, state: &Self::State);
+
+    /// The time from which the state is indistinguishable from a fresh one (≤ `now` means it
+    /// may be dropped without changing any future decision).
+    fn idle_at(&self, state: &Self::State, now: u64) -> u64;
+}

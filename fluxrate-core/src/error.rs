@@ -1,0 +1,338 @@
+//! Error types: configuration errors at build time, denials at check time.
+
+use core::fmt;
+use std::time::Duration;
+
+/// A limiter configuration that fluxrate refuses to build.
+///
+/// Every bad parameter is reported here, at construction, instead of panicking later or silently
+/// enforcing a different limit than the one asked for.
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate_core::{ConfigError, Quota, RateLimiter};
+/// use std::time::Duration;
+///
+/// let err = RateLimiter::builder(Quota::new(0, Duration::from_secs(1))).build().unwrap_err();
+/// assert_eq!(err, ConfigError::ZeroCalls);
+/// assert_eq!(err.to_string(), "calls per period must be at least 1");
+/// assert_eq!("ten per second".parse::<Quota>().unwrap_err().to_string(),
+///            "invalid rate \"ten per second\": expected a positive integer call count");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The number of calls per period is zero.
+    ZeroCalls,
+    /// The period is zero.
+    ZeroPeriod,
+    /// The burst (token bucket) is zero.
+    ZeroBurst,
+    /// The queue capacity (leaky bucket) is zero.
+    ZeroCapacity,
+    /// `max_keys` is zero.
+    ZeroMaxKeys,
+    /// The period does not fit in 64-bit nanoseconds (about 584 years).
+    PeriodTooLong,
+    /// More than one call per nanosecond: the emission interval would round to zero.
+    IntervalTooSmall {
+        /// The requested number of calls.
+        calls: u64,
+        /// The period in nanoseconds.
+        period_ns: u64,
+    },
+    /// `burst` (or `capacity`) times the emission interval overflows 64-bit nanoseconds.
+    BurstTooLarge {
+        /// The requested burst.
+        burst: u64,
+    },
+    /// The algorithm cannot represent this many calls per window.
+    TooManyCalls {
+        /// The algorithm that refused.
+        algorithm: &'static str,
+        /// The requested number of calls.
+        calls: u64,
+        /// The largest number it accepts.
+        max: u64,
+    },
+    /// A floating-point input was NaN, infinite, negative or zero.
+    InvalidFloat {
+        /// Which parameter it was.
+        what: &'static str,
+    },
+    /// A rate string such as `"10/s"` could not be parsed.
+    Parse {
+        /// The input.
+        input: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroCalls => f.write_str("calls per period must be at least 1"),
+            Self::ZeroPeriod => f.write_str("period must be longer than zero"),
+            Self::ZeroBurst => f.write_str("burst must be at least 1"),
+            Self::ZeroCapacity => f.write_str("capacity must be at least 1"),
+            Self::ZeroMaxKeys => f.write_str("max_keys must be at least 1"),
+            Self::PeriodTooLong => {
+                f.write_str("period does not fit in 64-bit nanoseconds (about 584 years)")
+            }
+            Self::IntervalTooSmall { calls, period_ns } => write!(
+                f,
+                "{calls} calls per {period_ns} ns is more than one call per nanosecond"
+            ),
+            Self::BurstTooLarge { burst } => write!(
+                f,
+                "burst {burst} times the emission interval overflows 64-bit nanoseconds"
+            ),
+            Self::TooManyCalls {
+                algorithm,
+                calls,
+                max,
+            } => write!(
+                f,
+                "{algorithm} supports at most {max} calls per window, got {calls}"
+            ),
+            Self::InvalidFloat { what } => {
+                write!(f, "{what} must be a finite number greater than zero")
+            }
+            Self::Parse { input, reason } => write!(f, "invalid rate {input:?}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A request was denied for now; it may succeed after [`retry_after`](Self::retry_after).
+///
+/// Carries what an HTTP `429 Too Many Requests` response needs: the wait before a retry can
+/// succeed (for `Retry-After`), the limit, and when the key is fully replenished.
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate_core::{ManualClock, Quota, RateLimiter};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let limiter = RateLimiter::builder(Quota::per_second(1)).clock(clock.clone()).build().unwrap();
+/// assert!(limiter.check().is_ok());
+/// let denied = limiter.check().unwrap_err();
+/// assert_eq!(denied.retry_after(), Duration::from_secs(1));
+/// assert_eq!(denied.retry_after_secs(), 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    pub(crate) at: u64,
+    pub(crate) retry_after: u64,
+    pub(crate) limit: u64,
+    pub(crate) reset_after: u64,
+}
+
+impl RateLimited {
+    /// How long to wait before the same request can succeed (if nothing else consumes first).
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_nanos(self.retry_after)
+    }
+
+    /// [`retry_after`](Self::retry_after) in whole seconds, rounded up and never zero: the
+    /// value for an HTTP `Retry-After` header.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after.div_ceil(1_000_000_000).max(1)
+    }
+
+    /// The limit: the burst or number of calls per window.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// How long until the key is back to a fresh, fully available state.
+    pub fn reset_after(&self) -> Duration {
+        Duration::from_nanos(self.reset_after)
+    }
+
+    /// The limiter time (nanoseconds since its clock's epoch) at which the decision was made.
+    pub fn decided_at(&self) -> u64 {
+        self.at
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limited, retry after {:?}", self.retry_after())
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
+/// A weighted request asked for more than the limit can ever grant at once.
+///
+/// Returned at once: waiting would never help.
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate_core::{Denied, Quota, RateLimiter};
+///
+/// let limiter = RateLimiter::builder(Quota::per_second(5)).build().unwrap();
+/// match limiter.check_n(6) {
+///     Err(Denied::Never(e)) => assert_eq!((e.requested(), e.capacity()), (6, 5)),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsufficientCapacity {
+    pub(crate) requested: u64,
+    pub(crate) capacity: u64,
+}
+
+impl InsufficientCapacity {
+    /// The weight that was requested.
+    pub fn requested(&self) -> u64 {
+        self.requested
+    }
+
+    /// The largest weight a single request can ever be granted.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+}
+
+impl fmt::Display for InsufficientCapacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request of {} exceeds the capacity of {} and can never succeed",
+            self.requested, self.capacity
+        )
+    }
+}
+
+impl std::error::Error for InsufficientCapacity {}
+
+/// Why a weighted check ([`check_n`](crate::RateLimiter::check_n)) was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Not now; retry later.
+    Limited(RateLimited),
+    /// Never: the weight is larger than the capacity.
+    Never(InsufficientCapacity),
+}
+
+impl Denied {
+    /// The wait before a retry can succeed, or `None` if it never can.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Limited(l) => Some(l.retry_after()),
+            Self::Never(_) => None,
+        }
+    }
+}
+
+impl From<RateLimited> for Denied {
+    fn from(e: RateLimited) -> Self {
+        Self::Limited(e)
+    }
+}
+
+impl From<InsufficientCapacity> for Denied {
+    fn from(e: InsufficientCapacity) -> Self {
+        Self::Never(e)
+    }
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Limited(e) => e.fmt(f),
+            Self::Never(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Denied {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Limited(e) => Some(e),
+            Self::Never(e) => Some(e),
+        }
+    }
+}
+
+/// A blocking acquire could not be granted within its timeout.
+///
+/// Returned at once, without consuming anything, when the limiter can tell that the wait would
+/// exceed the timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeoutExceeded {
+    pub(crate) timeout: Duration,
+    pub(crate) retry_after: u64,
+}
+
+impl TimeoutExceeded {
+    /// The timeout that could not be met.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How long the request would have had to wait.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_nanos(self.retry_after)
+    }
+}
+
+impl fmt::Display for TimeoutExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limit not available within {:?} (would wait {:?})",
+            self.timeout,
+            self.retry_after()
+        )
+    }
+}
+
+impl std::error::Error for TimeoutExceeded {}
+
+/// Why a blocking [`acquire`](crate::RateLimiter::acquire) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcquireError {
+    /// The wait would exceed the timeout; nothing was consumed.
+    Timeout(TimeoutExceeded),
+    /// The weight is larger than the capacity; no wait could help.
+    Never(InsufficientCapacity),
+}
+
+impl From<TimeoutExceeded> for AcquireError {
+    fn from(e: TimeoutExceeded) -> Self {
+        Self::Timeout(e)
+    }
+}
+
+impl From<InsufficientCapacity> for AcquireError {
+    fn from(e: InsufficientCapacity) -> Self {
+        Self::Never(e)
+    }
+}
+
+impl fmt::Display for AcquireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(e) => e.fmt(f),
+            Self::Never(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for AcquireError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Timeout(e) => Some(e),
+            Self::Never(e) => Some(e),
+        }
+    }
+}

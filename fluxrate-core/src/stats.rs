@@ -1,0 +1,155 @@
+//! Allowed / rejected counters: striped per limiter, plain per key.
+
+use crate::algorithm::Snapshot;
+use crate::sync::{AtomicU64, Ordering};
+
+const STRIPES: usize = 8;
+
+/// One cache line (two, against adjacent-line prefetch) of counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe {
+    allowed: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// Limiter-wide counters, striped so that threads do not contend on one cache line.
+///
+/// Each thread adds to the stripe chosen by the address of a thread-local; reading sums all
+/// stripes. Counts are `Relaxed`: they are statistics, not synchronisation.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    stripes: Box<[Stripe]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+        }
+    }
+}
+
+thread_local! {
+    static STRIPE_ANCHOR: u8 = const { 0 };
+}
+
+#[inline]
+fn stripe_index() -> usize {
+    // Thread-local blocks of different threads live at different addresses; mix the bits.
+    let addr = STRIPE_ANCHOR.with(|a| a as *const u8 as usize) as u64;
+    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61) as usize % STRIPES
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn record(&self, allowed: bool) {
+        let s = &self.stripes[stripe_index()];
+        let c = if allowed { &s.allowed } else { &s.rejected };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        self.stripes.iter().fold((0, 0), |(a, r), s| {
+            (
+                a + s.allowed.load(Ordering::Relaxed),
+                r + s.rejected.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    pub(crate) fn clear(&self) {
+        for s in self.stripes.iter() {
+            s.allowed.store(0, Ordering::Relaxed);
+            s.rejected.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Per-key counters, kept only when the limiter was built with
+/// [`per_key_stats`](crate::Builder::per_key_stats).
+#[derive(Debug, Default)]
+pub(crate) struct KeyCounters {
+    allowed: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl KeyCounters {
+    pub(crate) fn record(&self, allowed: bool) {
+        let c = if allowed {
+            &self.allowed
+        } else {
+            &self.rejected
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (
+            self.allowed.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Limiter-wide statistics.
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate_core::{Quota, RateLimiter};
+///
+/// let limiter = RateLimiter::builder(Quota::per_minute(2)).build().unwrap();
+/// for _ in 0..3 {
+///     limiter.allow();
+/// }
+/// let s = limiter.stats();
+/// assert_eq!((s.allowed(), s.rejected(), s.keys()), (2, 1, 0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub(crate) allowed: u64,
+    pub(crate) rejected: u64,
+    pub(crate) keys: usize,
+}
+
+impl Stats {
+    /// Requests admitted since the limiter was built (or [`reset_stats`](crate::RateLimiter::reset_stats)).
+    pub fn allowed(&self) -> u64 {
+        self.allowed
+    }
+
+    /// Requests refused (including weights that could never succeed and timed-out acquires).
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// Keys currently holding state (0 for a direct limiter).
+    pub fn keys(&self) -> usize {
+        self.keys
+    }
+}
+
+/// One key's statistics: its current state and, when enabled, its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStats {
+    pub(crate) counts: Option<(u64, u64)>,
+    pub(crate) current: Snapshot,
+}
+
+impl KeyStats {
+    /// Requests admitted for this key while its state was kept, if per-key stats are enabled.
+    pub fn allowed(&self) -> Option<u64> {
+        self.counts.map(|c| c.0)
+    }
+
+    /// Requests refused for this key while its state was kept, if per-key stats are enabled.
+    pub fn rejected(&self) -> Option<u64> {
+        self.counts.map(|c| c.1)
+    }
+
+    /// The key's current usage.
+    pub fn current(&self) -> Snapshot {
+        self.current
+    }
+}

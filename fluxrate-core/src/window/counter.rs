@@ -1,0 +1,285 @@
+//! Sliding window counter: the O(1) two-window weighted estimate, in one `AtomicU64`.
+
+use super::{limit_and_window, sat, start_of};
+use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
+use crate::error::ConfigError;
+use crate::quota::Quota;
+use crate::sync::{AtomicU64, Ordering};
+
+/// The largest `calls` the sliding window counter accepts (24-bit counts).
+pub const MAX_COUNTER_CALLS: u64 = (1 << 24) - 1;
+
+/// The per-key state of [`SlidingWindowCounter`]: one `AtomicU64` packing
+/// `[window index mod 2^kb | previous count | current count]`.
+///
+/// Each count takes just enough bits for `calls`; the rest (at least 16 bits) hold the window
+/// index modulo `2^kb`. Packing all three in one word makes the window roll-over and the
+/// admission one CAS: two separate words could not move "current" to "previous" atomically.
+///
+/// # Memory ordering
+///
+/// One location, updated by CAS (`AcqRel` on success, `Acquire` loads).
+#[derive(Debug, Default)]
+pub struct SlidingWindowCounterState {
+    v: AtomicU64,
+}
+
+impl SlidingWindowCounterState {
+    /// A fresh state.
+    pub fn new() -> Self {
+        Self {
+            v: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Sliding window counter: admits while `prev·(W − e)/W + curr + n ≤ calls`, where `prev` and
+/// `curr` are the counts of the previous and current aligned windows and `e` the time elapsed
+/// in the current one (integer arithmetic, no floats).
+///
+/// O(1) memory per key (8 bytes) and exact per aligned window (≤ `calls`), but approximate for
+/// unaligned windows: an adversary who puts all `calls` at the very end of one window can get up
+/// to **`2·calls − 1`** admissions into a window of length `period` that straddles the boundary.
+/// Use [`SlidingLog`](crate::SlidingLog) where the limit must hold for every window.
+///
+/// `calls` is at most [`MAX_COUNTER_CALLS`]. The window index is kept modulo `2^kb` (`kb ≥ 16`,
+/// `kb = 64 − 2·bits(calls)`); a key left idle, and not swept, for a whole multiple of `2^kb`
+/// windows (± 2) can then be refused for up to three windows. This errs only on the side of
+/// refusing; it never over-admits.
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate_core::{Quota, RateAlgorithm, SlidingWindowCounter, SlidingWindowCounterState};
+///
+/// let swc = SlidingWindowCounter::new(&Quota::per_second(10)).unwrap();
+/// let s = SlidingWindowCounterState::new();
+/// for _ in 0..10 {
+///     swc.check(&s, 999_000_000, 1).unwrap(); // all 10 at the end of window 0
+/// }
+/// // Halfway through window 1, the previous window still weighs 10 × 0.5 = 5.
+/// let at_half = 1_500_000_000;
+/// assert_eq!(swc.peek(&s, at_half).remaining(), 5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingWindowCounter {
+    limit: u64,
+    w: u64,
+    /// Bits per count.
+    cb: u32,
+    /// Bits of the window index.
+    kb: u32,
+}
+
+/// The state as seen at some time: counts, and the window they belong to.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    prev: u64,
+    curr: u64,
+    /// Absolute index of the window `curr` counts.
+    k: u64,
+    /// Time elapsed in that window (0 when the state's window is ahead of the reader).
+    e: u64,
+}
+
+impl SlidingWindowCounter {
+    /// Build from a quota: `calls` per window of `period`.
+    pub fn new(quota: &Quota) -> Result<Self, ConfigError> {
+        let (limit, w) = limit_and_window(quota)?;
+        if limit > MAX_COUNTER_CALLS {
+            return Err(ConfigError::TooManyCalls {
+                algorithm: "sliding window counter",
+                calls: limit,
+                max: MAX_COUNTER_CALLS,
+            });
+        }
+        let cb = 64 - limit.leading_zeros();
+        Ok(Self {
+            limit,
+            w,
+            cb,
+            kb: 64 - 2 * cb,
+        })
+    }
+
+    /// The window length in ns.
+    pub fn window_ns(&self) -> u64 {
+        self.w
+    }
+
+    fn kmask(&self) -> u64 {
+        (1u64 << self.kb) - 1
+    }
+
+    fn cmask(&self) -> u64 {
+        (1u64 << self.cb) - 1
+    }
+
+    fn pack(&self, k: u64, prev: u64, curr: u64) -> u64 {
+        ((k & self.kmask()) << (2 * self.cb)) | (prev << self.cb) | curr
+    }
+
+    #[inline]
+    fn view(&self, v: u64, now: u64) -> View {
+        let k_now = now / self.w;
+        let e = now - k_now * self.w;
+        let ks = v >> (2 * self.cb);
+        let prev = (v >> self.cb) & self.cmask();
+        let curr = v & self.cmask();
+        let fresh = View {
+            prev: 0,
+            curr: 0,
+            k: k_now,
+            e,
+        };
+        if prev == 0 && curr == 0 {
+            return fresh;
+        }
+        let d = (k_now & self.kmask()).wrapping_sub(ks) & self.kmask();
+        match d {
+            0 => View {
+                prev,
+                curr,
+                k: k_now,
+                e,
+            },
+            1 => View {
+                prev: curr,
+                curr: 0,
+                k: k_now,
+                e,
+            },
+            // The state is one or two windows ahead of this reader (its clock is stale): judge
+            // it at the start of the state's window, which only refuses more.
+            d if d >= self.kmask() - 1 => View {
+                prev,
+                curr,
+                k: k_now.saturating_add(self.kmask() - d + 1),
+                e: 0,
+            },
+            _ => fresh,
+        }
+    }
+
+    /// Whether `n` more fit: `prev·(W − e) + (curr + n)·W ≤ L·W`.
+    #[inline]
+    fn fits(&self, v: &View, n: u64) -> bool {
+        let w = u128::from(self.w);
+        u128::from(v.prev) * (w - u128::from(v.e)) + u128::from(v.curr + n) * w
+            <= u128::from(self.limit) * w
+    }
+
+    /// Largest unit count admissible now.
+    fn remaining(&self, v: &View) -> u64 {
+        let w = u128::from(self.w);
+        let room = u128::from(self.limit) * w - u128::from(v.prev) * (w - u128::from(v.e));
+        sat(room / w).saturating_sub(v.curr)
+    }
+
+    /// Absolute time at which `n` (≤ L) will fit, given a view where it does not.
+    fn fits_at(&self, v: &View, n: u64) -> u128 {
+        let w = u128::from(self.w);
+        let l = u128::from(self.limit);
+        let start = start_of(v.k, self.w);
+        let (curr, n) = (u128::from(v.curr), u128::from(n));
+        if curr + n <= l {
+            // Later in this window, once the previous window's weight has decayed enough.
+            let r = l - curr - n;
+            start + w - (r * w / u128::from(v.prev.max(1)))
+        } else {
+            // In the next window, where `curr` becomes the previous count.
+            let r = l - n;
+            start + w + w - (r * w / curr)
+        }
+    }
+
+    fn reset_at(&self, v: &View) -> u128 {
+        let start = start_of(v.k, self.w);
+        let w = u128::from(self.w);
+        if v.curr > 0 {
+            start + 2 * w
+        } else if v.prev > 0 {
+            start + w
+        } else {
+            0
+        }
+    }
+}
+
+impl RateAlgorithm for SlidingWindowCounter {
+    type State = SlidingWindowCounterState;
+
+    fn new_state(&self) -> SlidingWindowCounterState {
+        SlidingWindowCounterState::new()
+    }
+
+    fn capacity(&self) -> u64 {
+        self.limit
+    }
+
+    #[inline]
+    fn check(
+        &self,
+        state: &SlidingWindowCounterState,
+        now: u64,
+        n: u64,
+    ) -> Result<Admitted, Refusal> {
+        if n > self.limit {
+            return Err(Refusal::Never);
+        }
+        let mut v = state.v.load(Ordering::Acquire);
+        loop {
+            let view = self.view(v, now);
+            if !self.fits(&view, n) {
+                return Err(Refusal::Limited {
+                    retry_after: sat(self.fits_at(&view, n).saturating_sub(u128::from(now))),
+                    reset_after: sat(self.reset_at(&view).saturating_sub(u128::from(now))),
+                });
+            }
+            let after = View {
+                curr: view.curr + n,
+                ..view
+            };
+            let nv = self.pack(after.k, after.prev, after.curr);
+            match state
+                .v
+                .compare_exchange_weak(v, nv, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Ok(Admitted {
+                        at: now,
+                        delay: 0,
+                        remaining: self.remaining(&after),
+                        limit: self.limit,
+                        reset_after: sat(self.reset_at(&after).saturating_sub(u128::from(now))),
+                    })
+                }
+                Err(actual) => v = actual,
+            }
+        }
+    }
+
+    fn peek(&self, state: &SlidingWindowCounterState, now: u64) -> Snapshot {
+        let view = self.view(state.v.load(Ordering::Acquire), now);
+        let remaining = self.remaining(&view);
+        Snapshot {
+            at: now,
+            remaining,
+            limit: self.limit,
+            retry_after: if remaining > 0 {
+                0
+            } else {
+                sat(self.fits_at(&view, 1).saturating_sub(u128::from(now)))
+            },
+            reset_after: sat(self.reset_at(&view).saturating_sub(u128::from(now))),
+        }
+    }
+
+    fn reset(&self, state: &SlidingWindowCounterState) {
+        state.v.store(0, Ordering::Release);
+    }
+
+    fn idle_at(&self, state: &SlidingWindowCounterState, now: u64) -> u64 {
+        sat(self.reset_at(&self.view(state.v.load(Ordering::Acquire), now)))
+    }
+}

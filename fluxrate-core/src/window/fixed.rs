@@ -1,0 +1,176 @@
+//! Fixed window: a counter per aligned window, in one `AtomicU64`.
+
+use super::{limit_and_window, sat, start_of};
+use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
+use crate::error::ConfigError;
+use crate::quota::Quota;
+use crate::sync::{AtomicU64, Ordering};
+
+/// The per-key state of [`FixedWindow`]: one `AtomicU64` holding `v = k·L + count`.
+///
+/// Encoding the window index `k` and the count as one number that only grows makes the window
+/// monotone: a reader whose clock is in an older window sees `v` beyond its own window's range
+/// and is denied; it can never reset the counter of a newer window (TESTING.md F4). The encoding
+/// needs no bit split and never wraps, because `k·L ≤ t` whenever `L ≤ period` in ns, which the
+/// quota guarantees.
+///
+/// # Memory ordering
+///
+/// One location, updated by CAS (`AcqRel` on success, `Acquire` loads), as for
+/// [`GcraState`](crate::GcraState).
+#[derive(Debug, Default)]
+pub struct FixedWindowState {
+    v: AtomicU64,
+}
+
+impl FixedWindowState {
+    /// A fresh state.
+    pub fn new() -> Self {
+        Self {
+            v: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Fixed window: at most `calls` admissions per aligned window of length `period`.
+///
+/// Windows are aligned to the clock's epoch (`k = ⌊t / period⌋`). Cheap and exact per aligned
+/// window, but a window of length `period` straddling a boundary can see up to `2·calls`
+/// (`calls` at the end of one window, `calls` at the start of the next).
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate_core::{FixedWindow, FixedWindowState, Quota, RateAlgorithm};
+///
+/// let fw = FixedWindow::new(&Quota::per_second(2)).unwrap();
+/// let s = FixedWindowState::new();
+/// assert!(fw.check(&s, 100, 1).is_ok());
+/// assert!(fw.check(&s, 200, 1).is_ok());
+/// let denied = fw.check(&s, 300, 1).unwrap_err();
+/// assert!(matches!(denied, fluxrate_core::Refusal::Limited { retry_after: 999_999_700, .. }));
+/// assert!(fw.check(&s, 1_000_000_000, 1).is_ok()); // next window
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedWindow {
+    limit: u64,
+    w: u64,
+}
+
+impl FixedWindow {
+    /// Build from a quota: `calls` per window of `period`.
+    pub fn new(quota: &Quota) -> Result<Self, ConfigError> {
+        let (limit, w) = limit_and_window(quota)?;
+        Ok(Self { limit, w })
+    }
+
+    /// The window length in ns.
+    pub fn window_ns(&self) -> u64 {
+        self.w
+    }
+
+    /// `k·L` for the window containing `now` (fits: `k·L ≤ now` since `L ≤ w`).
+    #[inline]
+    fn base(&self, now: u64) -> u64 {
+        (now / self.w) * self.limit
+    }
+
+    /// When the latest admission recorded in `v` stops counting: the end of its window.
+    fn end_of(&self, v: u64) -> u128 {
+        if v == 0 {
+            return 0;
+        }
+        start_of((v - 1) / self.limit + 1, self.w)
+    }
+}
+
+impl RateAlgorithm for FixedWindow {
+    type State = FixedWindowState;
+
+    fn new_state(&self) -> FixedWindowState {
+        FixedWindowState::new()
+    }
+
+    fn capacity(&self) -> u64 {
+        self.limit
+    }
+
+    #[inline]
+    fn check(&self, state: &FixedWindowState, now: u64, n: u64) -> Result<Admitted, Refusal> {
+        if n > self.limit {
+            return Err(Refusal::Never);
+        }
+        let base = self.base(now);
+        let top = u128::from(base) + u128::from(self.limit);
+        let mut v = state.v.load(Ordering::Acquire);
+        loop {
+            let cur = v.max(base);
+            let want = u128::from(cur) + u128::from(n);
+            if want > top {
+                // First window k' whose range k'·L + L reaches cur + n.
+                let l = u128::from(self.limit);
+                let next_k = (want - l).div_ceil(l);
+                let at = next_k * u128::from(self.w);
+                return Err(Refusal::Limited {
+                    retry_after: sat(at - u128::from(now)),
+                    reset_after: sat(self.end_of(cur).saturating_sub(u128::from(now))),
+                });
+            }
+            let Ok(nv) = u64::try_from(want) else {
+                // Only in the last window before u64::MAX ns (584 years): refuse, never wrap.
+                return Err(Refusal::Limited {
+                    retry_after: u64::MAX,
+                    reset_after: u64::MAX,
+                });
+            };
+            match state
+                .v
+                .compare_exchange_weak(v, nv, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Ok(Admitted {
+                        at: now,
+                        delay: 0,
+                        remaining: sat(top - want),
+                        limit: self.limit,
+                        reset_after: sat(self.end_of(nv) - u128::from(now)),
+                    })
+                }
+                Err(actual) => v = actual,
+            }
+        }
+    }
+
+    fn peek(&self, state: &FixedWindowState, now: u64) -> Snapshot {
+        let base = self.base(now);
+        let cur = state.v.load(Ordering::Acquire).max(base);
+        let top = u128::from(base) + u128::from(self.limit);
+        let remaining = top.saturating_sub(u128::from(cur));
+        let retry_after = if remaining > 0 {
+            0
+        } else {
+            let l = u128::from(self.limit);
+            let next_k = (u128::from(cur) + 1 - l).div_ceil(l);
+            sat((next_k * u128::from(self.w)).saturating_sub(u128::from(now)))
+        };
+        Snapshot {
+            at: now,
+            remaining: sat(remaining),
+            limit: self.limit,
+            retry_after,
+            reset_after: if cur == base {
+                0
+            } else {
+                sat(self.end_of(cur).saturating_sub(u128::from(now)))
+            },
+        }
+    }
+
+    fn reset(&self, state: &FixedWindowState) {
+        state.v.store(0, Ordering::Release);
+    }
+
+    fn idle_at(&self, state: &FixedWindowState, _now: u64) -> u64 {
+        sat(self.end_of(state.v.load(Ordering::Acquire)))
+    }
+}
