@@ -37,6 +37,14 @@ impl GcraState {
     pub fn tat(&self) -> u64 {
         self.tat.load(Ordering::Acquire)
     }
+
+    /// A state with the given TAT, as returned by [`tat`](Self::tat): for persisting a
+    /// limiter's state, and for tests that branch from a known state.
+    pub fn from_tat(tat: u64) -> Self {
+        Self {
+            tat: AtomicU64::new(tat),
+        }
+    }
 }
 
 /// Shared arithmetic of GCRA: interval `t` and the allowance `b·T`.
@@ -121,7 +129,10 @@ impl Gcra {
                         reset_after: new_tat - now,
                     })
                 }
-                Err(actual) => tat = actual,
+                Err(actual) => {
+                    crate::sync::note_cas_retry();
+                    tat = actual;
+                }
             }
         }
     }

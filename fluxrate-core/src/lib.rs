@@ -39,7 +39,7 @@ mod limiter;
 mod quota;
 mod stats;
 mod store;
-mod sync;
+pub(crate) mod sync;
 mod window;
 
 pub use algorithm::{Admitted, Algorithm, RateAlgorithm, Refusal, Snapshot, UnknownAlgorithm};
@@ -55,3 +55,6 @@ pub use store::{KeyHasher, Overflow};
 pub use window::counter::{SlidingWindowCounter, SlidingWindowCounterState, MAX_COUNTER_CALLS};
 pub use window::fixed::{FixedWindow, FixedWindowState};
 pub use window::log::{SlidingLog, SlidingLogState, MAX_LOG_CALLS};
+
+#[doc(hidden)]
+pub use sync::cas_retries_on_this_thread;

@@ -31,6 +31,18 @@ impl SlidingWindowCounterState {
             v: AtomicU64::new(0),
         }
     }
+
+    /// The raw packed value (for persistence, diagnostics and tests).
+    pub fn raw(&self) -> u64 {
+        self.v.load(Ordering::Acquire)
+    }
+
+    /// A state from a value returned by [`raw`](Self::raw).
+    pub fn from_raw(v: u64) -> Self {
+        Self {
+            v: AtomicU64::new(v),
+        }
+    }
 }
 
 /// Sliding window counter: admits while `prev·(W − e)/W + curr + n ≤ calls`, where `prev` and
@@ -254,7 +266,10 @@ impl RateAlgorithm for SlidingWindowCounter {
                         reset_after: sat(self.reset_at(&after).saturating_sub(u128::from(now))),
                     })
                 }
-                Err(actual) => v = actual,
+                Err(actual) => {
+                    crate::sync::note_cas_retry();
+                    v = actual;
+                }
             }
         }
     }

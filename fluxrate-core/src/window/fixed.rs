@@ -30,6 +30,18 @@ impl FixedWindowState {
             v: AtomicU64::new(0),
         }
     }
+
+    /// The raw encoded value `k·L + count` (for persistence, diagnostics and tests).
+    pub fn raw(&self) -> u64 {
+        self.v.load(Ordering::Acquire)
+    }
+
+    /// A state from a value returned by [`raw`](Self::raw).
+    pub fn from_raw(v: u64) -> Self {
+        Self {
+            v: AtomicU64::new(v),
+        }
+    }
 }
 
 /// Fixed window: at most `calls` admissions per aligned window of length `period`.
@@ -136,7 +148,10 @@ impl RateAlgorithm for FixedWindow {
                         reset_after: sat(self.end_of(nv) - u128::from(now)),
                     })
                 }
-                Err(actual) => v = actual,
+                Err(actual) => {
+                    crate::sync::note_cas_retry();
+                    v = actual;
+                }
             }
         }
     }

@@ -30,11 +30,23 @@ pub struct SlidingLogState {
 
 impl SlidingLogState {
     /// A fresh state with room for `calls` timestamps.
-    pub fn new(calls: usize) -> Self {
+    fn new(calls: usize) -> Self {
         Self {
             slots: (0..calls.max(1)).map(|_| AtomicU64::new(0)).collect(),
             hint: AtomicUsize::new(0),
         }
+    }
+
+    /// The raw slots (admission time + 1, or 0 when empty) and the hint, for persistence,
+    /// diagnostics and tests.
+    pub fn raw(&self) -> (Vec<u64>, usize) {
+        (
+            self.slots
+                .iter()
+                .map(|s| s.load(Ordering::Acquire))
+                .collect(),
+            self.hint.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -85,6 +97,15 @@ impl SlidingLog {
     /// The window length in ns.
     pub fn window_ns(&self) -> u64 {
         self.w
+    }
+
+    /// A state from values returned by [`SlidingLogState::raw`], or `None` if the number of
+    /// slots is not this log's `calls`.
+    pub fn state_from_raw(&self, slots: &[u64], hint: usize) -> Option<SlidingLogState> {
+        (slots.len() as u64 == self.limit).then(|| SlidingLogState {
+            slots: slots.iter().map(|&v| AtomicU64::new(v)).collect(),
+            hint: AtomicUsize::new(hint),
+        })
     }
 
     /// The value stored for an admission at `now` (never 0, the empty mark).
@@ -166,7 +187,10 @@ impl SlidingLog {
             while self.expired(cur, now) {
                 match slot.compare_exchange_weak(cur, stamp, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => return Some((idx, cur)),
-                    Err(actual) => cur = actual,
+                    Err(actual) => {
+                        crate::sync::note_cas_retry();
+                        cur = actual;
+                    }
                 }
             }
         }

@@ -1,0 +1,205 @@
+//! A7: window algorithms against their references, with their documented bounds shown tight.
+//! F1/F2 (fixed window), L1/L2 (sliding log), C1/C2 (sliding window counter).
+
+mod common;
+
+use common::{cases, max_in_half_open_window, FixedRef, LogRef, SwcRef};
+use fluxrate_core::{
+    FixedWindow, FixedWindowState, Quota, RateAlgorithm, Refusal, SlidingLog, SlidingWindowCounter,
+    SlidingWindowCounterState,
+};
+use proptest::prelude::*;
+use std::time::Duration;
+
+fn quota(l: u64, w: u64) -> Quota {
+    Quota::new(l, Duration::from_nanos(w))
+}
+
+/// Count admissions per aligned window.
+fn max_per_aligned_window(admitted: &[(u64, u64)], w: u64) -> u64 {
+    let mut per = std::collections::BTreeMap::<u64, u64>::new();
+    for &(t, n) in admitted {
+        *per.entry(t / w).or_default() += n;
+    }
+    per.values().copied().max().unwrap_or(0)
+}
+
+proptest! {
+    #![proptest_config(cases(1000))]
+
+    /// Fixed window equals its reference for any time order (stale readers included); F1.
+    #[test]
+    fn fixed_window_matches_reference(
+        l in 1u64..50,
+        w in 50u64..5_000,
+        ops in prop::collection::vec((0u64..2_000, 1u64..8, any::<bool>()), 1..300),
+    ) {
+        let fw = FixedWindow::new(&quota(l, w)).unwrap();
+        let s = FixedWindowState::new();
+        let mut r = FixedRef::new(l, w);
+        let mut now = 0u64;
+        let mut admitted = Vec::new();
+        for (dt, n, back) in ops {
+            now = if back { now.saturating_sub(dt / 3) } else { now + dt };
+            let got = fw.check(&s, now, n);
+            prop_assert_eq!(got.is_ok(), r.step(now, n), "at {} n={}", now, n);
+            match got {
+                Ok(_) => admitted.push((now, n)),
+                Err(Refusal::Limited { retry_after, .. }) => {
+                    // Exact: the next instant at which this request fits is a window start.
+                    let at = now + retry_after;
+                    prop_assert_eq!(at % w, 0);
+                    let mut probe = r.clone();
+                    prop_assert!(probe.step(at, n));
+                }
+                Err(Refusal::Never) => prop_assert!(n > l),
+            }
+        }
+        prop_assert!(max_per_aligned_window(&admitted, w) <= l);
+        prop_assert!(max_in_half_open_window(&admitted, w) <= 2 * l);
+    }
+
+    /// Sliding log equals the exact reference (monotone time); L1: ≤ L in every window.
+    #[test]
+    fn sliding_log_matches_reference(
+        l in 1u64..30,
+        w in 30u64..5_000,
+        ops in prop::collection::vec((0u64..1_000, 1u64..5), 1..300),
+    ) {
+        let log = SlidingLog::new(&quota(l, w)).unwrap();
+        let s = log.new_state();
+        let mut r = LogRef::new(l, w);
+        let mut now = 0u64;
+        let mut admitted = Vec::new();
+        for (dt, n) in ops {
+            now += dt;
+            let got = log.check(&s, now, n);
+            prop_assert_eq!(got.is_ok(), r.step(now, n), "at {} n={}", now, n);
+            match got {
+                Ok(a) => {
+                    admitted.push((now, n));
+                    prop_assert_eq!(a.remaining(), log.peek(&s, now).remaining());
+                }
+                Err(Refusal::Limited { retry_after, .. }) => {
+                    let mut probe = r.clone();
+                    prop_assert!(probe.step(now + retry_after, n), "retry_after too early");
+                    let mut early = r.clone();
+                    prop_assert!(!early.step(now + retry_after - 1, n), "retry_after too late");
+                }
+                Err(Refusal::Never) => prop_assert!(n > l),
+            }
+        }
+        prop_assert!(max_in_half_open_window(&admitted, w) <= l);
+    }
+
+    /// Sliding log with backward clock jumps: still never more than L in any window (L1 over
+    /// the reported timestamps, whatever their order).
+    #[test]
+    fn sliding_log_never_over_admits_with_clock_faults(
+        l in 1u64..20,
+        w in 20u64..2_000,
+        ops in prop::collection::vec((0u64..1_000, 1u64..4, any::<bool>()), 1..300),
+    ) {
+        let log = SlidingLog::new(&quota(l, w)).unwrap();
+        let s = log.new_state();
+        let mut now = 5_000u64;
+        let mut admitted = Vec::new();
+        for (dt, n, back) in ops {
+            now = if back { now.saturating_sub(dt) } else { now + dt };
+            if log.check(&s, now, n).is_ok() {
+                admitted.push((now, n));
+            }
+        }
+        prop_assert!(max_in_half_open_window(&admitted, w) <= l);
+    }
+
+    /// Sliding window counter equals its reference (monotone time); C1 (≤ L per aligned window)
+    /// and C2 (< 2L in any window); the retry-after is exact.
+    #[test]
+    fn sliding_window_counter_matches_reference(
+        l in 1u64..50,
+        w in 50u64..5_000,
+        ops in prop::collection::vec((0u64..1_000, 1u64..5), 1..300),
+    ) {
+        let swc = SlidingWindowCounter::new(&quota(l, w)).unwrap();
+        let s = SlidingWindowCounterState::new();
+        let mut r = SwcRef::new(l, w);
+        let mut now = 0u64;
+        let mut admitted = Vec::new();
+        for (dt, n) in ops {
+            now += dt;
+            let got = swc.check(&s, now, n);
+            prop_assert_eq!(got.is_ok(), r.step(now, n), "at {} n={}", now, n);
+            match got {
+                Ok(_) => admitted.push((now, n)),
+                Err(Refusal::Limited { retry_after, .. }) => {
+                    let mut probe = r.clone();
+                    prop_assert!(probe.step(now + retry_after, n), "retry_after too early");
+                    let mut early = r.clone();
+                    prop_assert!(!early.step(now + retry_after - 1, n), "retry_after too late");
+                }
+                Err(Refusal::Never) => prop_assert!(n > l),
+            }
+        }
+        prop_assert!(max_per_aligned_window(&admitted, w) <= l);
+        prop_assert!(max_in_half_open_window(&admitted, w) < 2 * l);
+    }
+}
+
+/// F2 is tight: L at the very end of one window and L at the start of the next.
+#[test]
+fn fixed_window_boundary_burst_reaches_2l() {
+    for (l, w) in [(1, 10), (10, 1_000), (100, 1_000_000_000)] {
+        let fw = FixedWindow::new(&quota(l, w)).unwrap();
+        let s = FixedWindowState::new();
+        let mut admitted = Vec::new();
+        for t in [w - 1, w] {
+            while fw.check(&s, t, 1).is_ok() {
+                admitted.push((t, 1));
+            }
+        }
+        assert_eq!(max_in_half_open_window(&admitted, w), 2 * l);
+        assert_eq!(max_per_aligned_window(&admitted, w), l);
+    }
+}
+
+/// C2 is tight: the adversary of TESTING.md §1.5 gets exactly 2L − 1 into one window.
+#[test]
+fn sliding_window_counter_adversary_gets_2l_minus_1() {
+    for (l, w) in [(10u64, 1_000u64), (100, 10_000), (1_000, 100_000)] {
+        let swc = SlidingWindowCounter::new(&quota(l, w)).unwrap();
+        let s = SlidingWindowCounterState::new();
+        let mut admitted = Vec::new();
+        // All L of window 0 at its last instant, then request at every instant of window 1.
+        for _ in 0..l {
+            swc.check(&s, w - 1, 1).unwrap();
+            admitted.push((w - 1, 1));
+        }
+        for t in w..2 * w {
+            while swc.check(&s, t, 1).is_ok() {
+                admitted.push((t, 1));
+            }
+        }
+        assert_eq!(max_in_half_open_window(&admitted, w), 2 * l - 1, "L={l}");
+        assert_eq!(max_per_aligned_window(&admitted, w), l);
+    }
+}
+
+/// L1 is exact and tight: a greedy client gets exactly L in every window, never L + 1.
+#[test]
+fn sliding_log_is_exact_under_greedy_load() {
+    let (l, w) = (7u64, 1_000u64);
+    let log = SlidingLog::new(&quota(l, w)).unwrap();
+    let s = log.new_state();
+    let mut admitted = Vec::new();
+    let mut t = 0;
+    while t < 20 * w {
+        match log.check(&s, t, 1) {
+            Ok(_) => admitted.push((t, 1)),
+            Err(Refusal::Limited { retry_after, .. }) => t += retry_after,
+            Err(Refusal::Never) => unreachable!(),
+        }
+    }
+    assert_eq!(max_in_half_open_window(&admitted, w), l);
+    assert!(admitted.len() as u64 >= 20 * l);
+}
