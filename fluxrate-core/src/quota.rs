@@ -77,6 +77,41 @@ impl Quota {
         Ok(Self::new(calls, period))
     }
 
+    /// `rate` calls per second given as a float (for example `0.5` or `2.5`).
+    ///
+    /// A whole rate is taken exactly (`10.0` is 10 per second). Otherwise the quota is one call
+    /// per `⌈1 s / rate⌉` (whole nanoseconds, rounded up so the limit is never looser than
+    /// asked). NaN, infinite, zero or negative rates, rates above one call per nanosecond and
+    /// rates so low that the period overflows are a [`ConfigError`].
+    ///
+    /// ```
+    /// use fluxrate_core::Quota;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(Quota::per_second_f64(0.5).unwrap(), Quota::new(1, Duration::from_secs(2)));
+    /// assert_eq!(Quota::per_second_f64(10.0).unwrap(), Quota::per_second(10));
+    /// assert!(Quota::per_second_f64(f64::NAN).is_err());
+    /// ```
+    pub fn per_second_f64(rate: f64) -> Result<Self, ConfigError> {
+        if !rate.is_finite() || rate <= 0.0 {
+            return Err(ConfigError::InvalidFloat { what: "rate" });
+        }
+        if rate.fract() == 0.0 && rate >= 1.0 && rate <= 1e9 {
+            return Ok(Self::per_second(rate as u64));
+        }
+        if rate > 1e9 {
+            return Err(ConfigError::IntervalTooSmall {
+                calls: if rate >= u64::MAX as f64 { u64::MAX } else { rate as u64 },
+                period_ns: NS_PER_SEC,
+            });
+        }
+        let period_ns = (NS_PER_SEC as f64 / rate).ceil();
+        if period_ns >= u64::MAX as f64 {
+            return Err(ConfigError::PeriodTooLong);
+        }
+        Ok(Self::new(1, Duration::from_nanos(period_ns as u64)))
+    }
+
     /// The same quota with a burst: how many calls may pass at once after an idle time (token
     /// bucket) or how many may wait in the queue (leaky bucket). Defaults to `calls`.
     pub const fn with_burst(mut self, burst: u64) -> Self {

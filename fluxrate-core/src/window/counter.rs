@@ -184,7 +184,8 @@ impl SlidingWindowCounter {
     /// Largest unit count admissible now.
     fn remaining(&self, v: &View) -> u64 {
         let w = u128::from(self.w);
-        let room = u128::from(self.limit) * w - u128::from(v.prev) * (w - u128::from(v.e));
+        // Saturating: a state restored from a raw value may hold counts above the limit.
+        let room = (u128::from(self.limit) * w).saturating_sub(u128::from(v.prev) * (w - u128::from(v.e)));
         sat(room / w).saturating_sub(v.curr)
     }
 
