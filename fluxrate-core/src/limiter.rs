@@ -641,7 +641,7 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         A: RateAlgorithm,
     {
-        let run = |state: &A::State| {
+        let run = |state: &A::State, now: u64| {
             if reserve && n > 0 {
                 alg.reserve(state, now, n, max_wait)
             } else {
@@ -667,7 +667,7 @@ where
                         reset_after: wait,
                     })
                 }
-                Overflow::Shared => run(&cells.direct),
+                Overflow::Shared => run(&cells.direct, now),
             },
         }
     }

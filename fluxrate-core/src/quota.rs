@@ -101,7 +101,11 @@ impl Quota {
         }
         if rate > 1e9 {
             return Err(ConfigError::IntervalTooSmall {
-                calls: if rate >= u64::MAX as f64 { u64::MAX } else { rate as u64 },
+                calls: if rate >= u64::MAX as f64 {
+                    u64::MAX
+                } else {
+                    rate as u64
+                },
                 period_ns: NS_PER_SEC,
             });
         }

@@ -84,6 +84,9 @@ pub(crate) struct KeyedStore<K, V, S> {
     sweep_at: AtomicUsize,
     /// When full: the earliest time a live cell goes idle (no sweep can free room before).
     full_until: AtomicU64,
+    /// The latest time a sweep judged cells idle at. Decisions are made at no earlier time, so
+    /// that a reader whose clock reading predates a sweep cannot see a dropped cell as fresh.
+    swept_at: AtomicU64,
 }
 
 impl<K, V, S> KeyedStore<K, V, S>
@@ -99,6 +102,7 @@ where
             max_keys: max_keys.unwrap_or(usize::MAX),
             sweep_at: AtomicUsize::new(MIN_AUTO_SWEEP),
             full_until: AtomicU64::new(0),
+            swept_at: AtomicU64::new(0),
         }
     }
 
@@ -107,13 +111,16 @@ where
     }
 
     /// Run `f` on the cell of `key`, creating it on a miss (unless the store is full).
+    ///
+    /// `f` gets the time to decide at: `now`, or the time of the latest sweep if that is later
+    /// (read under the shard guard, so any sweep that touched this shard before is seen).
     #[inline]
     pub(crate) fn with<Q, A, R>(
         &self,
         alg: &A,
         key: &Q,
         now: u64,
-        f: impl FnOnce(&V) -> R,
+        f: impl FnOnce(&V, u64) -> R,
     ) -> Lookup<R>
     where
         K: Borrow<Q>,
@@ -121,13 +128,25 @@ where
         A: RateAlgorithm<State = V>,
     {
         if let Some(cell) = self.map.get(key) {
-            return Lookup::Found(f(&cell));
+            return Lookup::Found(f(&cell, self.decision_time(now)));
         }
         self.insert_path(alg, key, now, f)
     }
 
+    /// `now`, raised to the latest sweep time. Called with the key's shard guard held.
+    #[inline]
+    fn decision_time(&self, now: u64) -> u64 {
+        now.max(self.swept_at.load(Ordering::Acquire))
+    }
+
     #[cold]
-    fn insert_path<Q, A, R>(&self, alg: &A, key: &Q, now: u64, f: impl FnOnce(&V) -> R) -> Lookup<R>
+    fn insert_path<Q, A, R>(
+        &self,
+        alg: &A,
+        key: &Q,
+        now: u64,
+        f: impl FnOnce(&V, u64) -> R,
+    ) -> Lookup<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -144,11 +163,11 @@ where
         match self.map.entry(key.to_owned()) {
             Entry::Occupied(e) => {
                 self.len.fetch_sub(1, Ordering::Relaxed);
-                Lookup::Found(f(e.get()))
+                Lookup::Found(f(e.get(), self.decision_time(now)))
             }
             Entry::Vacant(e) => {
                 let cell = e.insert(alg.new_state());
-                Lookup::Found(f(&cell))
+                Lookup::Found(f(&cell, self.decision_time(now)))
             }
         }
     }
@@ -205,6 +224,9 @@ where
     pub(crate) fn sweep<A: RateAlgorithm<State = V>>(&self, alg: &A, now: u64) -> usize {
         let mut removed = 0usize;
         let mut next_idle = u64::MAX;
+        // Published before any cell is dropped; a decision that takes a shard guard after the
+        // sweep released it sees this time and decides no earlier.
+        self.swept_at.fetch_max(now, Ordering::AcqRel);
         self.map.retain(|_, cell| {
             let idle_at = alg.idle_at(cell, now);
             if idle_at <= now {

@@ -151,10 +151,15 @@ fn c17_clock_implementations_agree() {
     let tb = TokenBucket::new(&q).unwrap();
     let raw = GcraState::new();
     let clock = ManualClock::new();
-    let l = RateLimiter::builder(q).clock(clock.clone()).build().unwrap();
+    let l = RateLimiter::builder(q)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     let mut seed = 7u64;
     for _ in 0..10_000 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         clock.advance_ns((seed >> 33) % 200_000_000);
         let now = clock.now();
         assert_eq!(l.check().is_ok(), tb.check(&raw, now, 1).is_ok());

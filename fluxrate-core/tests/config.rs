@@ -2,8 +2,8 @@
 //! Run in both profiles: `cargo test --test config` and `cargo test --release --test config`.
 
 use fluxrate_core::{
-    AcquireError, Algorithm, Clock, ConfigError, Denied, FixedWindow, FixedWindowState,
-    GcraState, LeakyBucket, ManualClock, Quota, RateAlgorithm, RateLimiter, Refusal, SlidingLog,
+    AcquireError, Algorithm, Clock, ConfigError, Denied, FixedWindow, FixedWindowState, GcraState,
+    LeakyBucket, ManualClock, Quota, RateAlgorithm, RateLimiter, Refusal, SlidingLog,
     SlidingWindowCounter, SlidingWindowCounterState, TokenBucket,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,7 +106,12 @@ fn b9_constructor_matrix_never_panics_nor_fails_open() {
 
 /// Drive a greedy client (it asks for everything available, and retries exactly at
 /// retry-after) over a horizon of many periods; the count must respect the algorithm's bound.
-fn greedy_stays_within_bound(l: &RateLimiter<fluxrate_core::NotKeyed, ManualClock>, clock: &ManualClock, q: Quota, alg: Algorithm) {
+fn greedy_stays_within_bound(
+    l: &RateLimiter<fluxrate_core::NotKeyed, ManualClock>,
+    clock: &ManualClock,
+    q: Quota,
+    alg: Algorithm,
+) {
     let period = u64::try_from(q.period().as_nanos()).unwrap();
     let t = period.div_ceil(q.calls());
     let horizon = period.saturating_mul(50).min(u64::MAX / 4);
@@ -148,7 +153,9 @@ fn b10_runtime_overflow_is_refused_not_wrapped() {
     let tats = [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX];
     let nows = [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX];
     for q in quotas {
-        let Ok(tb) = TokenBucket::new(&q) else { continue };
+        let Ok(tb) = TokenBucket::new(&q) else {
+            continue;
+        };
         let lb = LeakyBucket::new(&q).unwrap();
         let b = tb.burst();
         for &tat in &tats {
@@ -228,7 +235,10 @@ fn b11_long_uptime_readings() {
             .build()
             .unwrap();
         let admitted = (0..100).filter(|_| l.allow()).count();
-        assert!(admitted <= 5, "{alg} admitted {admitted} at the end of time");
+        assert!(
+            admitted <= 5,
+            "{alg} admitted {admitted} at the end of time"
+        );
         let _ = l.peek();
         assert!(l.acquire(Duration::from_millis(1)).is_err() || admitted < 5);
     }
@@ -264,7 +274,10 @@ fn b13_wait_timeouts() {
         assert!(refused > 0, "{alg}");
         let _ = before;
         // n above capacity: at once.
-        assert!(matches!(l.acquire_n(3, Duration::MAX), Err(AcquireError::Never(_))));
+        assert!(matches!(
+            l.acquire_n(3, Duration::MAX),
+            Err(AcquireError::Never(_))
+        ));
         assert_eq!(clock.now(), t0);
         // MAX: waits (on the manual clock, instantly) and succeeds.
         let a = l.acquire(Duration::MAX).unwrap();
@@ -318,7 +331,9 @@ fn refusals_carry_retry_after_and_display_lowercase() {
     );
     assert_eq!(never.retry_after(), None);
     assert!(matches!(
-        TokenBucket::new(&Quota::per_second(1)).unwrap().check(&GcraState::new(), 0, 2),
+        TokenBucket::new(&Quota::per_second(1))
+            .unwrap()
+            .check(&GcraState::new(), 0, 2),
         Err(Refusal::Never)
     ));
 }

@@ -185,7 +185,8 @@ impl SlidingWindowCounter {
     fn remaining(&self, v: &View) -> u64 {
         let w = u128::from(self.w);
         // Saturating: a state restored from a raw value may hold counts above the limit.
-        let room = (u128::from(self.limit) * w).saturating_sub(u128::from(v.prev) * (w - u128::from(v.e)));
+        let room =
+            (u128::from(self.limit) * w).saturating_sub(u128::from(v.prev) * (w - u128::from(v.e)));
         sat(room / w).saturating_sub(v.curr)
     }
 
@@ -260,12 +261,13 @@ impl RateAlgorithm for SlidingWindowCounter {
             {
                 Ok(_) => {
                     return Ok(Admitted {
-                        at: now,
+                        // A reader behind the state's window is counted at that window's start.
+                        at: sat(start_of(after.k, self.w) + u128::from(after.e)).max(now),
                         delay: 0,
                         remaining: self.remaining(&after),
                         limit: self.limit,
                         reset_after: sat(self.reset_at(&after).saturating_sub(u128::from(now))),
-                    })
+                    });
                 }
                 Err(actual) => {
                     crate::sync::note_cas_retry();

@@ -1,0 +1,317 @@
+//! D24–D25: real threads hammering one limiter, and panics in user code.
+//!
+//! `FLUXRATE_STRESS_OPS` sets the operations per thread (default 50,000; TESTING.md asks for
+//! 10⁶ in release: `FLUXRATE_STRESS_OPS=1000000 cargo test --release --test concurrency`).
+
+use fluxrate_core::{
+    cas_retries_on_this_thread, Algorithm, Clock, ManualClock, Quota, RateLimiter,
+};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+const THREADS: usize = 8;
+
+fn ops_per_thread() -> usize {
+    std::env::var("FLUXRATE_STRESS_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000)
+}
+
+/// P1 in O(n log n): for sorted unit admissions a_0 ≤ … ≤ a_m, every i ≤ j must satisfy
+/// `j − i + 1 ≤ b + ⌊(a_j − a_i)/T⌋`, i.e. `a_i − iT ≤ a_j − jT + (b − 1)T`.
+fn assert_arrival_curve(mut a: Vec<u64>, t: u64, b: u64) {
+    a.sort_unstable();
+    let t = i128::from(t);
+    let mut best = i128::MIN;
+    for (j, &aj) in a.iter().enumerate() {
+        let c = i128::from(aj) - j as i128 * t;
+        best = best.max(c);
+        assert!(
+            best <= c + (i128::from(b) - 1) * t,
+            "P1 violated ending at admission {j} (t = {aj})"
+        );
+    }
+}
+
+/// Largest count in any half-open window of length `w`.
+fn max_in_window(mut a: Vec<u64>, w: u64) -> usize {
+    a.sort_unstable();
+    let (mut lo, mut best) = (0, 0);
+    for hi in 0..a.len() {
+        while a[hi] - a[lo] >= w {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+fn max_per_aligned(a: &[u64], w: u64) -> u64 {
+    let mut per = BTreeMap::<u64, u64>::new();
+    for &t in a {
+        *per.entry(t / w).or_default() += 1;
+    }
+    per.values().copied().max().unwrap_or(0)
+}
+
+struct Run {
+    admitted: Vec<u64>,
+    retries: u64,
+    ops_per_sec: f64,
+}
+
+/// THREADS workers check one direct limiter while a ticker thread advances the manual clock.
+fn hammer(alg: Algorithm, q: Quota, tick_ns: u64) -> Run {
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::builder(q)
+        .algorithm(alg)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let ops = ops_per_thread();
+    let done = AtomicBool::new(false);
+    let barrier = Barrier::new(THREADS + 1);
+    let retries = AtomicU64::new(0);
+    let start = Instant::now();
+    let admitted = std::thread::scope(|s| {
+        let ticker = s.spawn(|| {
+            barrier.wait();
+            while !done.load(Ordering::Relaxed) {
+                clock.advance_ns(tick_ns);
+                std::thread::yield_now();
+            }
+        });
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let before = cas_retries_on_this_thread();
+                    let mut mine = Vec::new();
+                    for _ in 0..ops {
+                        if let Ok(a) = limiter.check() {
+                            mine.push(a.admitted_at());
+                        }
+                    }
+                    retries.fetch_add(cas_retries_on_this_thread() - before, Ordering::Relaxed);
+                    mine
+                })
+            })
+            .collect();
+        let all: Vec<u64> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        done.store(true, Ordering::Relaxed);
+        ticker.join().unwrap();
+        all
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let stats = limiter.stats();
+    assert_eq!(stats.allowed() as usize, admitted.len());
+    assert_eq!(stats.allowed() + stats.rejected(), (THREADS * ops) as u64);
+    Run {
+        admitted,
+        retries: retries.into_inner(),
+        ops_per_sec: (THREADS * ops) as f64 / secs,
+    }
+}
+
+fn report(name: &str, r: &Run) {
+    println!(
+        "{name}: {} threads x {} ops, {} admitted, {} CAS retries, {:.1} M ops/s",
+        THREADS,
+        ops_per_thread(),
+        r.admitted.len(),
+        r.retries,
+        r.ops_per_sec / 1e6
+    );
+}
+
+#[test]
+fn d24_token_bucket_stress() {
+    let (t, b) = (1u64, 1_000u64);
+    let q = Quota::new(1, Duration::from_nanos(t)).with_burst(b);
+    let r = hammer(Algorithm::TokenBucket, q, 997);
+    report("token bucket", &r);
+    assert!(r.retries > 0, "no contention happened");
+    assert!(r.admitted.len() > 10);
+    assert_arrival_curve(r.admitted, t, b);
+}
+
+#[test]
+fn d24_leaky_bucket_stress_departures_one_per_interval() {
+    let (t, cap) = (1u64, 1_000u64);
+    let q = Quota::new(1, Duration::from_nanos(t)).with_burst(cap);
+    let r = hammer(Algorithm::LeakyBucket, q, 997);
+    report("leaky bucket", &r);
+    assert!(r.retries > 0, "no contention happened");
+    // Departures are spaced by at least T: P1 with b = 1 over departure times.
+    assert_arrival_curve(r.admitted, t, 1);
+}
+
+#[test]
+fn d24_fixed_window_stress() {
+    let (l, w) = (1_000u64, 2_000u64);
+    let r = hammer(
+        Algorithm::FixedWindow,
+        Quota::new(l, Duration::from_nanos(w)),
+        997,
+    );
+    report("fixed window", &r);
+    assert!(r.retries > 0, "no contention happened");
+    assert!(max_per_aligned(&r.admitted, w) <= l);
+}
+
+#[test]
+fn d24_sliding_window_counter_stress() {
+    let (l, w) = (1_000u64, 2_000u64);
+    let r = hammer(
+        Algorithm::SlidingWindowCounter,
+        Quota::new(l, Duration::from_nanos(w)),
+        997,
+    );
+    report("sliding window counter", &r);
+    assert!(r.retries > 0, "no contention happened");
+    assert!(max_per_aligned(&r.admitted, w) <= l);
+    assert!(max_in_window(r.admitted, w) < 2 * l as usize);
+}
+
+#[test]
+fn d24_sliding_log_stress() {
+    let (l, w) = (1_000u64, 2_000u64);
+    let r = hammer(
+        Algorithm::SlidingLog,
+        Quota::new(l, Duration::from_nanos(w)),
+        997,
+    );
+    report("sliding log", &r);
+    assert!(r.retries > 0, "no contention happened");
+    assert!(max_in_window(r.admitted, w) <= l as usize);
+}
+
+/// Eviction racing decisions on real threads: a sweeper drops idle keys in a loop while workers
+/// check the same few keys; P1 must hold per key (a live key is never dropped).
+#[test]
+fn d24_keyed_store_with_concurrent_sweeps() {
+    let (t, b) = (2_000u64, 5u64);
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::builder(Quota::new(1, Duration::from_nanos(t)).with_burst(b))
+        .clock(clock.clone())
+        .keyed::<u32>()
+        .build()
+        .unwrap();
+    let done = AtomicBool::new(false);
+    let ops = ops_per_thread() / 2;
+    let per_key = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                clock.advance_ns(331);
+                limiter.sweep();
+            }
+        });
+        let workers: Vec<_> = (0..4u32)
+            .map(|id| {
+                let limiter = &limiter;
+                s.spawn(move || {
+                    let mut mine: Vec<(u32, u64)> = Vec::new();
+                    for i in 0..ops {
+                        let key = (i as u32 + id) % 3;
+                        if let Ok(a) = limiter.check_key(&key) {
+                            mine.push((key, a.admitted_at()));
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let all: Vec<(u32, u64)> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        done.store(true, Ordering::Relaxed);
+        all
+    });
+    for key in 0..3 {
+        let times: Vec<u64> = per_key
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|p| p.1)
+            .collect();
+        assert!(!times.is_empty());
+        assert_arrival_curve(times, t, b);
+    }
+}
+
+/// A key whose `Hash` panics on one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Touchy(u32);
+
+impl Hash for Touchy {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        assert_ne!(self.0, 13, "unlucky key");
+        self.0.hash(state);
+    }
+}
+
+/// A clock that panics on its second reading.
+struct FlakyClock {
+    inner: ManualClock,
+    reads: AtomicU64,
+}
+
+impl Clock for FlakyClock {
+    fn now(&self) -> u64 {
+        if self.reads.fetch_add(1, Ordering::SeqCst) == 1 {
+            panic!("clock fault");
+        }
+        self.inner.now()
+    }
+}
+
+/// D25: panics in a key's Hash or in the clock leave the limiter usable: no deadlock, no lost
+/// state for other keys, no consumption by the panicking call.
+#[test]
+fn d25_panics_in_user_code_leave_the_limiter_usable() {
+    let limiter = RateLimiter::builder(Quota::per_minute(2))
+        .clock(ManualClock::new())
+        .keyed::<Touchy>()
+        .build()
+        .unwrap();
+    assert!(limiter.allow_key(&Touchy(1)));
+    for _ in 0..3 {
+        let r = catch_unwind(AssertUnwindSafe(|| limiter.allow_key(&Touchy(13))));
+        assert!(r.is_err());
+    }
+    // Other keys, including ones in the same shard, keep working and keep their state.
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(limiter.allow_key(&Touchy(1)));
+            assert!(!limiter.allow_key(&Touchy(1)));
+            for k in 100..1_000 {
+                assert!(limiter.allow_key(&Touchy(k)));
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+    });
+    assert!(done.load(Ordering::SeqCst), "a lock was left held");
+    assert_eq!(limiter.len(), 901);
+
+    let flaky = RateLimiter::builder(Quota::per_minute(2))
+        .clock(FlakyClock {
+            inner: ManualClock::new(),
+            reads: AtomicU64::new(0),
+        })
+        .build()
+        .unwrap();
+    assert!(flaky.allow());
+    assert!(catch_unwind(AssertUnwindSafe(|| flaky.allow())).is_err());
+    // The panicking call consumed nothing: exactly one more fits.
+    assert!(flaky.allow());
+    assert!(!flaky.allow());
+}
