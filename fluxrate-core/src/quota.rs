@@ -96,7 +96,7 @@ impl Quota {
         if !rate.is_finite() || rate <= 0.0 {
             return Err(ConfigError::InvalidFloat { what: "rate" });
         }
-        if rate.fract() == 0.0 && rate >= 1.0 && rate <= 1e9 {
+        if rate.fract() == 0.0 && (1.0..=1e9).contains(&rate) {
             return Ok(Self::per_second(rate as u64));
         }
         if rate > 1e9 {

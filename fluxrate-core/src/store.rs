@@ -153,12 +153,10 @@ where
         A: RateAlgorithm<State = V>,
     {
         self.maybe_auto_sweep(alg, now);
-        if !self.reserve_slot() {
-            if !self.sweep_when_full(alg, now) || !self.reserve_slot() {
-                return Lookup::Full {
-                    until: self.full_until.load(Ordering::Relaxed),
-                };
-            }
+        if !self.reserve_slot() && (!self.sweep_when_full(alg, now) || !self.reserve_slot()) {
+            return Lookup::Full {
+                until: self.full_until.load(Ordering::Relaxed),
+            };
         }
         match self.map.entry(key.to_owned()) {
             Entry::Occupied(e) => {

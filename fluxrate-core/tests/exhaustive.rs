@@ -25,6 +25,7 @@ struct Domain {
     monotone: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Walk every sequence; `step_impl` maps (saved state, t, n) to (outcome, new saved state).
 fn walk<I: Clone, R: Clone, O: PartialEq + Debug>(
     d: &Domain,

@@ -27,3 +27,8 @@ pub use fluxrate_core::*;
 
 /// The core crate, for code that names its paths explicitly.
 pub use fluxrate_core as core;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
