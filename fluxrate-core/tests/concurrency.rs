@@ -65,8 +65,12 @@ struct Run {
     ops_per_sec: f64,
 }
 
+/// The stress tests are CPU-bound: run them one at a time even when the harness is parallel.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// THREADS workers check one direct limiter while a ticker thread advances the manual clock.
 fn hammer(alg: Algorithm, q: Quota, tick_ns: u64) -> Run {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let clock = ManualClock::new();
     let limiter = RateLimiter::builder(q)
         .algorithm(alg)
@@ -92,7 +96,12 @@ fn hammer(alg: Algorithm, q: Quota, tick_ns: u64) -> Run {
                     barrier.wait();
                     let before = cas_retries_on_this_thread();
                     let mut mine = Vec::new();
-                    for _ in 0..ops {
+                    for i in 0..ops {
+                        // Workers move time too, so that progress does not depend on the
+                        // ticker being scheduled (tests share 2 cores).
+                        if i % 16 == 0 {
+                            clock.advance_ns(1);
+                        }
                         if let Ok(a) = limiter.check() {
                             mine.push(a.admitted_at());
                         }
@@ -121,6 +130,24 @@ fn hammer(alg: Algorithm, q: Quota, tick_ns: u64) -> Run {
     }
 }
 
+/// Run `hammer` until a run shows contention (CAS retries), at most three times; `check` runs
+/// on every run. Scheduling on a shared 2-core machine can serialise a whole run.
+fn hammer_contended(alg: Algorithm, q: Quota, tick_ns: u64, check: impl Fn(&Run)) -> Run {
+    let mut last = None;
+    for _ in 0..3 {
+        let r = hammer(alg, q, tick_ns);
+        check(&r);
+        let contended = r.retries > 0;
+        last = Some(r);
+        if contended {
+            break;
+        }
+    }
+    let r = last.expect("at least one run");
+    assert!(r.retries > 0, "no contention happened in three runs");
+    r
+}
+
 fn report(name: &str, r: &Run) {
     println!(
         "{name}: {} threads x {} ops, {} admitted, {} CAS retries, {:.1} M ops/s",
@@ -136,22 +163,22 @@ fn report(name: &str, r: &Run) {
 fn d24_token_bucket_stress() {
     let (t, b) = (1u64, 1_000u64);
     let q = Quota::new(1, Duration::from_nanos(t)).with_burst(b);
-    let r = hammer(Algorithm::TokenBucket, q, 997);
+    let r = hammer_contended(Algorithm::TokenBucket, q, 997, |r| {
+        assert!(r.admitted.len() > 10);
+        assert_arrival_curve(r.admitted.clone(), t, b);
+    });
     report("token bucket", &r);
-    assert!(r.retries > 0, "no contention happened");
-    assert!(r.admitted.len() > 10);
-    assert_arrival_curve(r.admitted, t, b);
 }
 
 #[test]
 fn d24_leaky_bucket_stress_departures_one_per_interval() {
     let (t, cap) = (1u64, 1_000u64);
     let q = Quota::new(1, Duration::from_nanos(t)).with_burst(cap);
-    let r = hammer(Algorithm::LeakyBucket, q, 997);
-    report("leaky bucket", &r);
-    assert!(r.retries > 0, "no contention happened");
     // Departures are spaced by at least T: P1 with b = 1 over departure times.
-    assert_arrival_curve(r.admitted, t, 1);
+    let r = hammer_contended(Algorithm::LeakyBucket, q, 997, |r| {
+        assert_arrival_curve(r.admitted.clone(), t, 1)
+    });
+    report("leaky bucket", &r);
 }
 
 #[test]
@@ -170,15 +197,12 @@ fn d24_fixed_window_stress() {
 #[test]
 fn d24_sliding_window_counter_stress() {
     let (l, w) = (1_000u64, 2_000u64);
-    let r = hammer(
-        Algorithm::SlidingWindowCounter,
-        Quota::new(l, Duration::from_nanos(w)),
-        997,
-    );
+    let q = Quota::new(l, Duration::from_nanos(w));
+    let r = hammer_contended(Algorithm::SlidingWindowCounter, q, 997, |r| {
+        assert!(max_per_aligned(&r.admitted, w) <= l);
+        assert!(max_in_window(r.admitted.clone(), w) < 2 * l as usize);
+    });
     report("sliding window counter", &r);
-    assert!(r.retries > 0, "no contention happened");
-    assert!(max_per_aligned(&r.admitted, w) <= l);
-    assert!(max_in_window(r.admitted, w) < 2 * l as usize);
 }
 
 #[test]

@@ -259,3 +259,21 @@ impl NowNs for ManualClock {
         fluxrate_core::Clock::now(self)
     }
 }
+
+/// T = ⌈period / calls⌉: rounded up, so that the long-run rate never exceeds the configured one
+/// (a rounded-down T would let 3/s become 3.000000009/s).
+#[test]
+fn emission_interval_is_rounded_up() {
+    for (calls, period_ns, t) in [
+        (3u64, 1_000_000_000u64, 333_333_334u64),
+        (7, 1_000, 143),
+        (1_000_000_000, 1_000_000_000, 1),
+        (999_999_937, 1_000_000_000, 2),
+        (10, 100, 10),
+    ] {
+        let q = Quota::new(calls, Duration::from_nanos(period_ns));
+        assert_eq!(TokenBucket::new(&q).unwrap().emission_interval_ns(), t);
+        assert_eq!(LeakyBucket::new(&q).unwrap().emission_interval_ns(), t);
+        assert!(u128::from(t) * u128::from(calls) >= u128::from(period_ns));
+    }
+}
