@@ -100,7 +100,8 @@ macro_rules! dispatch {
 pub struct RateLimiter<K = NotKeyed, C = MonotonicClock, S = KeyHasher> {
     engine: Engine<K, S>,
     clock: C,
-    counters: Counters,
+    /// Limiter-wide counters; `None` when built with `.stats(false)`.
+    counters: Option<Counters>,
     quota: Quota,
     algorithm: Algorithm,
     overflow: Overflow,
@@ -142,6 +143,7 @@ pub struct Builder<K = NotKeyed, C = MonotonicClock, S = KeyHasher> {
     max_keys: Option<usize>,
     overflow: Overflow,
     per_key_stats: bool,
+    stats: bool,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -155,6 +157,7 @@ impl<K, C: fmt::Debug, S> fmt::Debug for Builder<K, C, S> {
             .field("max_keys", &self.max_keys)
             .field("overflow", &self.overflow)
             .field("per_key_stats", &self.per_key_stats)
+            .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +174,7 @@ impl RateLimiter {
             max_keys: None,
             overflow: Overflow::Reject,
             per_key_stats: false,
+            stats: true,
             _key: PhantomData,
         }
     }
@@ -224,6 +228,7 @@ impl<K, C, S> Builder<K, C, S> {
             max_keys: self.max_keys,
             overflow: self.overflow,
             per_key_stats: self.per_key_stats,
+            stats: self.stats,
             _key: PhantomData,
         }
     }
@@ -239,6 +244,7 @@ impl<K, C, S> Builder<K, C, S> {
             max_keys: self.max_keys,
             overflow: self.overflow,
             per_key_stats: self.per_key_stats,
+            stats: self.stats,
             _key: PhantomData,
         }
     }
@@ -255,6 +261,7 @@ impl<K, C, S> Builder<K, C, S> {
             max_keys: self.max_keys,
             overflow: self.overflow,
             per_key_stats: self.per_key_stats,
+            stats: self.stats,
             _key: PhantomData,
         }
     }
@@ -276,6 +283,14 @@ impl<K, C, S> Builder<K, C, S> {
     /// second map lookup per request).
     pub fn per_key_stats(mut self, enabled: bool) -> Self {
         self.per_key_stats = enabled;
+        self
+    }
+
+    /// Count allowed / rejected requests for [`RateLimiter::stats`] (default: on). Counting
+    /// costs one uncontended atomic add per decision (striped by thread); turn it off on the
+    /// hottest paths.
+    pub fn stats(mut self, enabled: bool) -> Self {
+        self.stats = enabled;
         self
     }
 
@@ -316,7 +331,7 @@ impl<K, C, S> Builder<K, C, S> {
         Ok(RateLimiter {
             engine,
             clock: self.clock,
-            counters: Counters::default(),
+            counters: self.stats.then(Counters::default),
             quota: self.quota,
             algorithm: self.algorithm,
             overflow: self.overflow,
@@ -370,7 +385,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher + Clone> RateLimiter<K, C, S> {
 
     /// Limiter-wide statistics.
     pub fn stats(&self) -> Stats {
-        let (allowed, rejected) = self.counters.totals();
+        let (allowed, rejected) = self.counters.as_ref().map_or((0, 0), Counters::totals);
         let keys = dispatch!(&self.engine, |_alg, cells| cells
             .keyed
             .as_ref()
@@ -379,12 +394,22 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher + Clone> RateLimiter<K, C, S> {
             allowed,
             rejected,
             keys,
+            counted: self.counters.is_some(),
         }
     }
 
     /// Zero the limiter-wide counters (not the limits).
     pub fn reset_stats(&self) {
-        self.counters.clear();
+        if let Some(c) = &self.counters {
+            c.clear();
+        }
+    }
+
+    #[inline]
+    fn record(&self, allowed: bool) {
+        if let Some(c) = &self.counters {
+            c.record(allowed);
+        }
     }
 
     fn limited(&self, now: u64, retry_after: u64, reset_after: u64) -> RateLimited {
@@ -406,7 +431,7 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher + Clone> RateLimiter<K, C, S> {
     /// Turn an algorithm's answer into the public one, and count it.
     #[inline]
     fn finish(&self, now: u64, n: u64, r: Attempt) -> Result<Admitted, Denied> {
-        self.counters.record(r.is_ok());
+        self.record(r.is_ok());
         r.map_err(|refusal| match refusal {
             Refusal::Limited {
                 retry_after,
@@ -431,19 +456,19 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher + Clone> RateLimiter<K, C, S> {
             let budget = deadline.saturating_sub(now);
             match attempt(now, budget) {
                 Ok(admitted) => {
-                    self.counters.record(true);
+                    self.record(true);
                     if admitted.delay > 0 {
                         self.clock.sleep_until(admitted.at);
                     }
                     return Ok(admitted);
                 }
                 Err(Refusal::Never) => {
-                    self.counters.record(false);
+                    self.record(false);
                     return Err(AcquireError::Never(self.never(n)));
                 }
                 Err(Refusal::Limited { retry_after, .. }) => {
                     if retry_after > budget {
-                        self.counters.record(false);
+                        self.record(false);
                         return Err(AcquireError::Timeout(TimeoutExceeded {
                             timeout,
                             retry_after,

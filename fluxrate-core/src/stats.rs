@@ -111,6 +111,7 @@ pub struct Stats {
     pub(crate) allowed: u64,
     pub(crate) rejected: u64,
     pub(crate) keys: usize,
+    pub(crate) counted: bool,
 }
 
 impl Stats {
@@ -127,6 +128,12 @@ impl Stats {
     /// Keys currently holding state (0 for a direct limiter).
     pub fn keys(&self) -> usize {
         self.keys
+    }
+
+    /// Whether decisions are counted (false if built with
+    /// [`stats(false)`](crate::Builder::stats): `allowed` and `rejected` then stay 0).
+    pub fn counted(&self) -> bool {
+        self.counted
     }
 }
 
