@@ -276,3 +276,34 @@ impl Clock for CachedClock {
         }
     }
 }
+
+#[cfg(all(test, not(fluxrate_loom)))]
+mod tests {
+    use super::*;
+
+    /// B12: a reading older than the clock's epoch is treated as the epoch, without panicking,
+    /// and a limiter on such a clock still keeps its bound.
+    #[test]
+    fn readings_before_the_epoch_saturate_to_zero() {
+        let clock = MonotonicClock {
+            epoch: Instant::now() + Duration::from_secs(3600),
+        };
+        assert_eq!(clock.now(), 0);
+        let limiter = crate::RateLimiter::builder(crate::Quota::per_hour(3))
+            .clock(clock)
+            .build()
+            .unwrap();
+        assert_eq!((0..10).filter(|_| limiter.allow()).count(), 3);
+    }
+
+    #[test]
+    fn manual_clock_moves_both_ways_and_saturates() {
+        let c = ManualClock::starting_at(u64::MAX - 5);
+        c.advance(Duration::MAX);
+        assert_eq!(c.now(), u64::MAX);
+        c.set(10);
+        assert_eq!(c.now(), 10);
+        c.sleep_until(5);
+        assert_eq!(c.now(), 10, "sleep_until never moves time back");
+    }
+}

@@ -321,7 +321,8 @@ impl<K, C, S> Builder<K, C, S> {
             }
             Algorithm::SlidingWindowCounter => {
                 let a = SlidingWindowCounter::new(q)?;
-                Engine::SlidingWindowCounter(a, Cells::new(a.new_state(), b))
+                let direct = a.new_state();
+                Engine::SlidingWindowCounter(a, Cells::new(direct, b))
             }
             Algorithm::SlidingLog => {
                 let a = SlidingLog::new(q)?;

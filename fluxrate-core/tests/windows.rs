@@ -203,3 +203,25 @@ fn sliding_log_is_exact_under_greedy_load() {
     assert_eq!(max_in_half_open_window(&admitted, w), l);
     assert!(admitted.len() as u64 >= 20 * l);
 }
+
+/// A reader whose clock is many windows behind (a descheduled thread) is refused and leaves a
+/// newer state alone; with a modular window index alone it would have read the state as
+/// expired and reset it (found by the real-thread stress test under load).
+#[test]
+fn sliding_window_counter_reader_far_behind_never_resets_newer_state() {
+    let swc = SlidingWindowCounter::new(&quota(2, 100)).unwrap();
+    let s = SlidingWindowCounterState::new();
+    assert!(swc.check(&s, 1_000, 1).is_ok());
+    assert!(swc.check(&s, 1_001, 1).is_ok());
+    let before = s.raw();
+    for stale in [0, 500, 700, 799] {
+        let e = swc.check(&s, stale, 1).unwrap_err();
+        assert!(matches!(e, Refusal::Limited { retry_after, .. } if stale + retry_after >= 1_000));
+        assert_eq!(
+            s.raw(),
+            before,
+            "a stale reader at {stale} changed the state"
+        );
+    }
+    assert!(swc.check(&s, 1_002, 1).is_err(), "window 10 is still full");
+}

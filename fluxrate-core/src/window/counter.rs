@@ -59,6 +59,13 @@ impl SlidingWindowCounterState {
 /// windows (± 2) can then be refused for up to three windows. This errs only on the side of
 /// refusing; it never over-admits.
 ///
+/// Because the per-key index is modular, a reader whose clock reading is far behind (a thread
+/// descheduled for several windows between reading the clock and deciding) could not tell an
+/// old state from a newer one. So the algorithm also keeps the latest window any reader has
+/// seen (one shared `AtomicU64`, written once per window): a reader more than two windows
+/// behind it is refused, with the wait until its clock catches up, and never resets a newer
+/// state.
+///
 /// # Examples
 ///
 /// ```
@@ -73,7 +80,7 @@ impl SlidingWindowCounterState {
 /// let at_half = 1_500_000_000;
 /// assert_eq!(swc.peek(&s, at_half).remaining(), 5);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct SlidingWindowCounter {
     limit: u64,
     w: u64,
@@ -81,6 +88,18 @@ pub struct SlidingWindowCounter {
     cb: u32,
     /// Bits of the window index.
     kb: u32,
+    /// The latest window index any reader has decided in. Raised (before the CAS that stores
+    /// a new window) by the first reader of each window.
+    latest: AtomicU64,
+}
+
+impl Clone for SlidingWindowCounter {
+    fn clone(&self) -> Self {
+        Self {
+            latest: AtomicU64::new(self.latest.load(Ordering::Acquire)),
+            ..*self
+        }
+    }
 }
 
 /// The state as seen at some time: counts, and the window they belong to.
@@ -111,6 +130,7 @@ impl SlidingWindowCounter {
             w,
             cb,
             kb: 64 - 2 * cb,
+            latest: AtomicU64::new(0),
         })
     }
 
@@ -170,6 +190,28 @@ impl SlidingWindowCounter {
                 e: 0,
             },
             _ => fresh,
+        }
+    }
+
+    /// Refusal for a reader more than two windows behind the latest window seen (its clock
+    /// reading is stale): wait until its clock reaches that window. `None` if not stale.
+    /// Also raises `latest` when this reader is the first in a new window. Must run after the
+    /// state word was loaded, so that it sees every window published by that word.
+    #[inline]
+    fn stale_reader(&self, now: u64) -> Option<Refusal> {
+        let k_now = now / self.w;
+        let latest = self.latest.load(Ordering::Acquire);
+        if k_now > latest {
+            self.latest.fetch_max(k_now, Ordering::AcqRel);
+            None
+        } else if k_now.saturating_add(2) < latest {
+            let wait = sat(start_of(latest, self.w).saturating_sub(u128::from(now)));
+            Some(Refusal::Limited {
+                retry_after: wait,
+                reset_after: wait,
+            })
+        } else {
+            None
         }
     }
 
@@ -243,6 +285,9 @@ impl RateAlgorithm for SlidingWindowCounter {
         }
         let mut v = state.v.load(Ordering::Acquire);
         loop {
+            if let Some(refusal) = self.stale_reader(now) {
+                return Err(refusal);
+            }
             let view = self.view(v, now);
             if !self.fits(&view, n) {
                 return Err(Refusal::Limited {
@@ -278,7 +323,20 @@ impl RateAlgorithm for SlidingWindowCounter {
     }
 
     fn peek(&self, state: &SlidingWindowCounterState, now: u64) -> Snapshot {
-        let view = self.view(state.v.load(Ordering::Acquire), now);
+        let v = state.v.load(Ordering::Acquire);
+        let k_now = now / self.w;
+        let latest = self.latest.load(Ordering::Acquire);
+        if k_now.saturating_add(2) < latest {
+            let wait = sat(start_of(latest, self.w).saturating_sub(u128::from(now)));
+            return Snapshot {
+                at: now,
+                remaining: 0,
+                limit: self.limit,
+                retry_after: wait,
+                reset_after: wait,
+            };
+        }
+        let view = self.view(v, now);
         let remaining = self.remaining(&view);
         Snapshot {
             at: now,
