@@ -56,8 +56,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The allocator is shared by tests running in parallel: serialise the ones that measure it.
+/// The allocator is shared by tests running in parallel: every test here takes this lock, so
+/// that one test's allocations never show up in another's measurement.
 static MEASURE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    MEASURE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
@@ -74,7 +79,7 @@ fn flood_keys() -> u64 {
 /// sweep drops them all and gives the memory back.
 #[test]
 fn e27_key_flood_memory_is_returned_after_sweep() {
-    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     let keys = flood_keys();
     let clock = ManualClock::new();
     let base = live();
@@ -132,6 +137,7 @@ fn e27_key_flood_memory_is_returned_after_sweep() {
 /// Automatic clean-up: with no explicit sweep, a stream of short-lived keys stays bounded.
 #[test]
 fn idle_keys_are_dropped_automatically() {
+    let _guard = serial();
     let clock = ManualClock::new();
     let limiter = RateLimiter::builder(Quota::per_second(1000))
         .clock(clock.clone())
@@ -156,6 +162,7 @@ proptest! {
         alg in prop::sample::select(Algorithm::ALL.to_vec()),
         ops in prop::collection::vec((0u64..400_000_000, 0u8..6, any::<bool>()), 1..200),
     ) {
+        let _guard = serial();
         let q = Quota::per_second(3);
         let c1 = ManualClock::new();
         let c2 = ManualClock::new();
@@ -181,6 +188,7 @@ proptest! {
         alg in prop::sample::select(Algorithm::ALL.to_vec()),
         ops in prop::collection::vec((0u64..200_000_000, any::<bool>()), 1..200),
     ) {
+        let _guard = serial();
         let q = Quota::per_second(3);
         let (c1, c2) = (ManualClock::new(), ManualClock::new());
         let alone = RateLimiter::builder(q).algorithm(alg).clock(c1.clone()).keyed::<u8>().build().unwrap();
@@ -201,6 +209,7 @@ proptest! {
 /// why the store only drops idle cells, and why the test above can tell.
 #[test]
 fn e28_unsafe_eviction_would_reopen_a_burst() {
+    let _guard = serial();
     let clock = ManualClock::new();
     let l = RateLimiter::builder(Quota::per_second(2))
         .clock(clock)
@@ -218,7 +227,7 @@ fn e28_unsafe_eviction_would_reopen_a_burst() {
 /// never over-admitted; new keys are refused with a retry-after, memory stays bounded.
 #[test]
 fn e29_capacity_cap_never_evicts_live_keys() {
-    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     let clock = ManualClock::new();
     let base = live();
     let limiter = RateLimiter::builder(Quota::per_second(10))
@@ -268,6 +277,7 @@ fn e29_capacity_cap_never_evicts_live_keys() {
 
 #[test]
 fn overflow_shared_cell_limits_all_new_keys_together() {
+    let _guard = serial();
     let clock = ManualClock::new();
     let limiter = RateLimiter::builder(Quota::per_minute(3))
         .clock(clock)
@@ -286,7 +296,7 @@ fn overflow_shared_cell_limits_all_new_keys_together() {
 /// String keys are checked with &str and allocate nothing once the key is known.
 #[test]
 fn borrowed_str_lookups_do_not_allocate() {
-    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     let limiter = RateLimiter::builder(Quota::per_second(1_000_000))
         .clock(ManualClock::new())
         .keyed::<String>()
@@ -303,6 +313,7 @@ fn borrowed_str_lookups_do_not_allocate() {
 /// Per-key stats count decisions; limiter stats count all.
 #[test]
 fn per_key_and_limiter_stats() {
+    let _guard = serial();
     let clock = ManualClock::new();
     let limiter = RateLimiter::builder(Quota::per_minute(2))
         .clock(clock.clone())
@@ -333,9 +344,40 @@ fn per_key_and_limiter_stats() {
 /// colliding keys for all instances.
 #[test]
 fn e30_hasher_is_randomly_seeded_per_limiter() {
+    let _guard = serial();
     let (h1, h2) = (KeyHasher::new(), KeyHasher::new());
     let differing = (0u64..1_000)
         .filter(|k| h1.hash_one(k) != h2.hash_one(k))
         .count();
     assert!(differing > 990, "{differing}");
+}
+
+/// A decision whose clock reading predates a sweep is made at the sweep's time: the dropped
+/// cell was idle only from then on. (Deterministic form of what the real-thread test found:
+/// a thread reads the clock, is descheduled, a sweep drops the key, the thread decides.)
+#[test]
+fn decisions_never_predate_a_sweep() {
+    let _guard = serial();
+    for alg in Algorithm::ALL {
+        let clock = ManualClock::new();
+        let l = RateLimiter::builder(Quota::per_second(1))
+            .algorithm(alg)
+            .clock(clock.clone())
+            .keyed::<u8>()
+            .build()
+            .unwrap();
+        let first = l.check_key(&1).unwrap().admitted_at();
+        assert_eq!(first, 0);
+        clock.set(2_000_000_000);
+        assert_eq!(l.sweep(), 1, "{alg}: the idle key was not swept");
+        clock.set(500_000_000); // a stale reading, older than the sweep
+        match l.check_key(&1) {
+            Ok(a) => assert!(
+                a.admitted_at() >= 2_000_000_000,
+                "{alg}: admitted at {} after a sweep at 2 s: a second burst",
+                a.admitted_at()
+            ),
+            Err(e) => panic!("{alg}: {e}"),
+        }
+    }
 }
