@@ -116,10 +116,7 @@ impl Gcra {
                 // A TAT that would wrap must never be stored (it would fail open).
                 return limited(u64::MAX);
             };
-            match state
-                .tat
-                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match crate::sync::cas(&state.tat, tat, new_tat) {
                 Ok(_) => {
                     return Ok(Admitted {
                         at: d,
@@ -129,10 +126,7 @@ impl Gcra {
                         reset_after: new_tat - now,
                     })
                 }
-                Err(actual) => {
-                    crate::sync::note_cas_retry();
-                    tat = actual;
-                }
+                Err(actual) => tat = actual,
             }
         }
     }

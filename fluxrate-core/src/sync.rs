@@ -18,8 +18,36 @@ std::thread_local! {
 
 /// Count a failed compare-and-swap on this thread (only on the contended path).
 #[inline]
-pub(crate) fn note_cas_retry() {
+fn note_cas_retry() {
     CAS_RETRIES.with(|c| c.set(c.get() + 1));
+}
+
+/// The one compare-and-swap of every cell: weak, `AcqRel` on success, `Acquire` on failure.
+///
+/// On failure it counts a retry and returns the current value. Under
+/// `--cfg fluxrate_spurious_cas` (a test build) one call in four fails spuriously without
+/// trying, as a weak CAS may on LL/SC machines, so that every retry path runs
+/// deterministically.
+#[inline]
+pub(crate) fn cas(atomic: &AtomicU64, current: u64, new: u64) -> Result<u64, u64> {
+    #[cfg(fluxrate_spurious_cas)]
+    {
+        std::thread_local! {
+            static CALLS: Cell<u64> = const { Cell::new(0) };
+        }
+        if CALLS.with(|c| {
+            c.set(c.get() + 1);
+            c.get() % 4 == 0
+        }) {
+            note_cas_retry();
+            return Err(atomic.load(Ordering::Acquire));
+        }
+    }
+    let r = atomic.compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Acquire);
+    if r.is_err() {
+        note_cas_retry();
+    }
+    r
 }
 
 /// Failed compare-and-swaps on the calling thread since it started: stress tests use it to prove

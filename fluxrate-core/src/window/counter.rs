@@ -300,10 +300,7 @@ impl RateAlgorithm for SlidingWindowCounter {
                 ..view
             };
             let nv = self.pack(after.k, after.prev, after.curr);
-            match state
-                .v
-                .compare_exchange_weak(v, nv, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match crate::sync::cas(&state.v, v, nv) {
                 Ok(_) => {
                     return Ok(Admitted {
                         // A reader behind the state's window is counted at that window's start.
@@ -314,10 +311,7 @@ impl RateAlgorithm for SlidingWindowCounter {
                         reset_after: sat(self.reset_at(&after).saturating_sub(u128::from(now))),
                     });
                 }
-                Err(actual) => {
-                    crate::sync::note_cas_retry();
-                    v = actual;
-                }
+                Err(actual) => v = actual,
             }
         }
     }

@@ -135,10 +135,7 @@ impl RateAlgorithm for FixedWindow {
                     reset_after: u64::MAX,
                 });
             };
-            match state
-                .v
-                .compare_exchange_weak(v, nv, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match crate::sync::cas(&state.v, v, nv) {
                 Ok(_) => {
                     return Ok(Admitted {
                         at: now,
@@ -148,10 +145,7 @@ impl RateAlgorithm for FixedWindow {
                         reset_after: sat(self.end_of(nv) - u128::from(now)),
                     })
                 }
-                Err(actual) => {
-                    crate::sync::note_cas_retry();
-                    v = actual;
-                }
+                Err(actual) => v = actual,
             }
         }
     }

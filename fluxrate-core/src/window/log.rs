@@ -185,12 +185,9 @@ impl SlidingLog {
             let slot = &state.slots[idx];
             let mut cur = slot.load(Ordering::Acquire);
             while self.expired(cur, now) {
-                match slot.compare_exchange_weak(cur, stamp, Ordering::AcqRel, Ordering::Acquire) {
+                match crate::sync::cas(slot, cur, stamp) {
                     Ok(_) => return Some((idx, cur)),
-                    Err(actual) => {
-                        crate::sync::note_cas_retry();
-                        cur = actual;
-                    }
+                    Err(actual) => cur = actual,
                 }
             }
         }
