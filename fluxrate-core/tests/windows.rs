@@ -225,3 +225,15 @@ fn sliding_window_counter_reader_far_behind_never_resets_newer_state() {
     }
     assert!(swc.check(&s, 1_002, 1).is_err(), "window 10 is still full");
 }
+
+/// Found by fuzzing: at the very end of time (u64::MAX ns) a stamp cannot be stored, and with a
+/// 1 ns window it would have expired at once; the log refuses instead of over-admitting.
+#[test]
+fn sliding_log_refuses_at_the_end_of_time() {
+    let log = SlidingLog::new(&quota(1, 1)).unwrap();
+    let s = log.new_state();
+    let admitted = (0..10).filter(|_| log.check(&s, u64::MAX, 1).is_ok()).count();
+    assert!(admitted <= 1);
+    assert!(log.check(&s, u64::MAX - 1, 1).is_ok());
+    assert!(log.check(&s, u64::MAX - 1, 1).is_err());
+}

@@ -231,6 +231,14 @@ impl RateAlgorithm for SlidingLog {
                 reset_after: self.peek(state, now).reset_after,
             });
         }
+        if now == u64::MAX {
+            // The end of time (584 years after the epoch) cannot be stamped (`now + 1`): refuse
+            // rather than store a stamp that would already have expired.
+            return Err(Refusal::Limited {
+                retry_after: u64::MAX,
+                reset_after: u64::MAX,
+            });
+        }
         let len = state.slots.len();
         let start = state.hint.load(Ordering::Relaxed) % len;
         if n == 1 {
