@@ -241,6 +241,13 @@ pub trait RateAlgorithm: Send + Sync + 'static {
         self.check(state, now, n)
     }
 
+    /// Decide like [`check`](Self::check), answering only yes or no: the same decision and the
+    /// same state change, without computing the metadata (remaining, reset, retry-after).
+    #[inline]
+    fn allow(&self, state: &Self::State, now: u64, n: u64) -> bool {
+        self.check(state, now, n).is_ok()
+    }
+
     /// Observe the state at `now` without changing it.
     fn peek(&self, state: &Self::State, now: u64) -> Snapshot;
 

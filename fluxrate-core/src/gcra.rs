@@ -82,8 +82,11 @@ impl Gcra {
     /// `depart(tat)` gives the earliest departure `d ≥ now` at which the request may go, or
     /// `Err(retry_after)` if it may not be queued at all now. On admission
     /// `TAT := max(TAT, d) + n·T`. A refusal returns before any store.
+    ///
+    /// With `META = false` (the yes/no path of `allow`) the admission's metadata is not
+    /// computed: it would cost a division.
     #[inline]
-    fn decide(
+    fn decide<const META: bool>(
         &self,
         state: &GcraState,
         now: u64,
@@ -121,7 +124,11 @@ impl Gcra {
                     return Ok(Admitted {
                         at: d,
                         delay: wait,
-                        remaining: self.remaining(new_tat, now),
+                        remaining: if META {
+                            self.remaining(new_tat, now)
+                        } else {
+                            0
+                        },
                         limit: self.b,
                         reset_after: new_tat - now,
                     })
@@ -204,6 +211,19 @@ impl TokenBucket {
         self.g.b
     }
 
+    /// The token bucket's departure rule: `d = max(now, TAT + n·T − b·T)`, without overflow.
+    #[inline]
+    fn depart(&self, now: u64, n: u64) -> impl Fn(u64) -> Result<u64, u64> {
+        let g = self.g;
+        let inc = n.saturating_mul(g.t);
+        move |tat| {
+            let d = (u128::from(tat) + u128::from(inc))
+                .saturating_sub(u128::from(g.bt))
+                .max(u128::from(now));
+            u64::try_from(d).map_err(|_| u64::MAX)
+        }
+    }
+
     /// Give back a reservation (cancellation): succeeds only if no later request was admitted
     /// since, i.e. if the TAT still equals `tat_after`, the value the reservation left.
     pub fn refund(&self, state: &GcraState, tat_after: u64, n: u64) -> bool {
@@ -237,15 +257,15 @@ impl RateAlgorithm for TokenBucket {
         n: u64,
         max_wait: u64,
     ) -> Result<Admitted, Refusal> {
-        let g = self.g;
-        let inc = n.saturating_mul(g.t);
-        g.decide(state, now, n, max_wait, |tat| {
-            // d = max(now, tat + n·T − b·T), computed without overflow.
-            let d = (u128::from(tat) + u128::from(inc))
-                .saturating_sub(u128::from(g.bt))
-                .max(u128::from(now));
-            u64::try_from(d).map_err(|_| u64::MAX)
-        })
+        self.g
+            .decide::<true>(state, now, n, max_wait, self.depart(now, n))
+    }
+
+    #[inline]
+    fn allow(&self, state: &GcraState, now: u64, n: u64) -> bool {
+        self.g
+            .decide::<false>(state, now, n, 0, self.depart(now, n))
+            .is_ok()
     }
 
     fn peek(&self, state: &GcraState, now: u64) -> Snapshot {
@@ -299,6 +319,25 @@ impl LeakyBucket {
         self.g.t
     }
 
+    /// The shaper's departure rule: room in the queue means
+    /// `max(TAT, now) + n·T − now ≤ b·T`, and the request departs at `max(TAT, now)`; without
+    /// room, the wait until there is some (`TAT + n·T − b·T − now`).
+    #[inline]
+    fn depart(&self, now: u64, n: u64) -> impl Fn(u64) -> Result<u64, u64> {
+        let g = self.g;
+        let inc = n.saturating_mul(g.t);
+        move |tat| {
+            let base = tat.max(now);
+            let need = u128::from(base) + u128::from(inc);
+            if need - u128::from(now) <= u128::from(g.bt) {
+                Ok(base)
+            } else {
+                let retry = need - u128::from(now) - u128::from(g.bt);
+                Err(u64::try_from(retry).unwrap_or(u64::MAX))
+            }
+        }
+    }
+
     /// Give back a queued request that will not be sent; succeeds only if nothing was queued
     /// after it (the TAT still equals `tat_after`).
     pub fn refund(&self, state: &GcraState, tat_after: u64, n: u64) -> bool {
@@ -331,20 +370,15 @@ impl RateAlgorithm for LeakyBucket {
         n: u64,
         max_wait: u64,
     ) -> Result<Admitted, Refusal> {
-        let g = self.g;
-        let inc = n.saturating_mul(g.t);
-        g.decide(state, now, n, max_wait, |tat| {
-            // Room in the queue: max(TAT, now) + n·T − now ≤ b·T; else wait for room, which
-            // comes at TAT + n·T − b·T.
-            let base = tat.max(now);
-            let need = u128::from(base) + u128::from(inc);
-            if need - u128::from(now) <= u128::from(g.bt) {
-                Ok(base)
-            } else {
-                let retry = need - u128::from(now) - u128::from(g.bt);
-                Err(u64::try_from(retry).unwrap_or(u64::MAX))
-            }
-        })
+        self.g
+            .decide::<true>(state, now, n, max_wait, self.depart(now, n))
+    }
+
+    #[inline]
+    fn allow(&self, state: &GcraState, now: u64, n: u64) -> bool {
+        self.g
+            .decide::<false>(state, now, n, u64::MAX, self.depart(now, n))
+            .is_ok()
     }
 
     fn peek(&self, state: &GcraState, now: u64) -> Snapshot {

@@ -504,7 +504,10 @@ impl<C: Clock, S: BuildHasher + Clone> RateLimiter<NotKeyed, C, S> {
     /// Admit one request if the limit allows it now.
     #[inline]
     pub fn allow(&self) -> bool {
-        self.check().is_ok()
+        let now = self.clock.now();
+        let ok = dispatch!(&self.engine, |alg, cells| alg.allow(&cells.direct, now, 1));
+        self.record(ok);
+        ok
     }
 
     /// Admit one request, or say when to retry.
@@ -620,7 +623,18 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.check_key(key).is_ok()
+        let now = self.clock.now();
+        let ok = dispatch!(&self.engine, |alg, cells| self.on_key(
+            alg,
+            cells,
+            key,
+            now,
+            |state, now| alg.allow(state, now, 1),
+            |ok| *ok,
+            |_| false
+        ));
+        self.record(ok);
+        ok
     }
 
     /// Admit one request for `key`, or say when to retry.
@@ -674,25 +688,55 @@ where
                 decide(alg, state, now, n)
             }
         };
+        self.on_key(
+            alg,
+            cells,
+            key,
+            now,
+            run,
+            |r: &Attempt| r.is_ok(),
+            |wait| {
+                Err(Refusal::Limited {
+                    retry_after: wait,
+                    reset_after: wait,
+                })
+            },
+        )
+    }
+
+    /// Run `run` on the cell of `key` (created on a miss) and count the outcome per key. When
+    /// the store is full of live keys, apply the overflow policy: `full(wait)` for
+    /// [`Overflow::Reject`], `run` on the shared cell for [`Overflow::Shared`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn on_key<Q, A, R>(
+        &self,
+        alg: &A,
+        cells: &Cells<K, A::State, S>,
+        key: &Q,
+        now: u64,
+        run: impl Fn(&A::State, u64) -> R,
+        admitted: impl Fn(&R) -> bool,
+        full: impl FnOnce(u64) -> R,
+    ) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        A: RateAlgorithm,
+    {
         let store = Self::store(cells);
-        match store.with(alg, key, now, run) {
+        match store.with(alg, key, now, &run) {
             Lookup::Found(r) => {
-                store.record(key, r.is_ok());
+                store.record(key, admitted(&r));
                 r
             }
             Lookup::Full { until } => match self.overflow {
-                Overflow::Reject => {
-                    let wait = if until == u64::MAX {
-                        // Another thread is sweeping right now: try again very soon.
-                        1
-                    } else {
-                        until.saturating_sub(now).max(1)
-                    };
-                    Err(Refusal::Limited {
-                        retry_after: wait,
-                        reset_after: wait,
-                    })
-                }
+                Overflow::Reject => full(if until == u64::MAX {
+                    // Another thread is sweeping right now: try again very soon.
+                    1
+                } else {
+                    until.saturating_sub(now).max(1)
+                }),
                 Overflow::Shared => run(&cells.direct, now),
             },
         }

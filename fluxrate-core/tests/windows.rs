@@ -232,7 +232,9 @@ fn sliding_window_counter_reader_far_behind_never_resets_newer_state() {
 fn sliding_log_refuses_at_the_end_of_time() {
     let log = SlidingLog::new(&quota(1, 1)).unwrap();
     let s = log.new_state();
-    let admitted = (0..10).filter(|_| log.check(&s, u64::MAX, 1).is_ok()).count();
+    let admitted = (0..10)
+        .filter(|_| log.check(&s, u64::MAX, 1).is_ok())
+        .count();
     assert!(admitted <= 1);
     assert!(log.check(&s, u64::MAX - 1, 1).is_ok());
     assert!(log.check(&s, u64::MAX - 1, 1).is_err());

@@ -249,6 +249,60 @@ impl SlidingWindowCounter {
         }
     }
 
+    /// The decision; with `META = false` (`allow`) the metadata that costs divisions is skipped.
+    #[inline]
+    fn decide<const META: bool>(
+        &self,
+        state: &SlidingWindowCounterState,
+        now: u64,
+        n: u64,
+    ) -> Result<Admitted, Refusal> {
+        if n > self.limit {
+            return Err(Refusal::Never);
+        }
+        let mut v = state.v.load(Ordering::Acquire);
+        loop {
+            if let Some(refusal) = self.stale_reader(now) {
+                return Err(refusal);
+            }
+            let view = self.view(v, now);
+            if !self.fits(&view, n) {
+                if !META {
+                    return Err(Refusal::Limited {
+                        retry_after: 0,
+                        reset_after: 0,
+                    });
+                }
+                return Err(Refusal::Limited {
+                    retry_after: sat(self.fits_at(&view, n).saturating_sub(u128::from(now))),
+                    reset_after: sat(self.reset_at(&view).saturating_sub(u128::from(now))),
+                });
+            }
+            let after = View {
+                curr: view.curr + n,
+                ..view
+            };
+            let nv = self.pack(after.k, after.prev, after.curr);
+            match crate::sync::cas(&state.v, v, nv) {
+                Ok(_) => {
+                    return Ok(Admitted {
+                        // A reader behind the state's window is counted at that window's start.
+                        at: sat(start_of(after.k, self.w) + u128::from(after.e)).max(now),
+                        delay: 0,
+                        remaining: if META { self.remaining(&after) } else { 0 },
+                        limit: self.limit,
+                        reset_after: if META {
+                            sat(self.reset_at(&after).saturating_sub(u128::from(now)))
+                        } else {
+                            0
+                        },
+                    });
+                }
+                Err(actual) => v = actual,
+            }
+        }
+    }
+
     fn reset_at(&self, v: &View) -> u128 {
         let start = start_of(v.k, self.w);
         let w = u128::from(self.w);
@@ -280,40 +334,12 @@ impl RateAlgorithm for SlidingWindowCounter {
         now: u64,
         n: u64,
     ) -> Result<Admitted, Refusal> {
-        if n > self.limit {
-            return Err(Refusal::Never);
-        }
-        let mut v = state.v.load(Ordering::Acquire);
-        loop {
-            if let Some(refusal) = self.stale_reader(now) {
-                return Err(refusal);
-            }
-            let view = self.view(v, now);
-            if !self.fits(&view, n) {
-                return Err(Refusal::Limited {
-                    retry_after: sat(self.fits_at(&view, n).saturating_sub(u128::from(now))),
-                    reset_after: sat(self.reset_at(&view).saturating_sub(u128::from(now))),
-                });
-            }
-            let after = View {
-                curr: view.curr + n,
-                ..view
-            };
-            let nv = self.pack(after.k, after.prev, after.curr);
-            match crate::sync::cas(&state.v, v, nv) {
-                Ok(_) => {
-                    return Ok(Admitted {
-                        // A reader behind the state's window is counted at that window's start.
-                        at: sat(start_of(after.k, self.w) + u128::from(after.e)).max(now),
-                        delay: 0,
-                        remaining: self.remaining(&after),
-                        limit: self.limit,
-                        reset_after: sat(self.reset_at(&after).saturating_sub(u128::from(now))),
-                    });
-                }
-                Err(actual) => v = actual,
-            }
-        }
+        self.decide::<true>(state, now, n)
+    }
+
+    #[inline]
+    fn allow(&self, state: &SlidingWindowCounterState, now: u64, n: u64) -> bool {
+        self.decide::<false>(state, now, n).is_ok()
     }
 
     fn peek(&self, state: &SlidingWindowCounterState, now: u64) -> Snapshot {

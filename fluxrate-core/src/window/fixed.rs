@@ -87,6 +87,66 @@ impl FixedWindow {
         (now / self.w) * self.limit
     }
 
+    /// The decision; with `META = false` (`allow`) the metadata that costs divisions is skipped.
+    #[inline]
+    fn decide<const META: bool>(
+        &self,
+        state: &FixedWindowState,
+        now: u64,
+        n: u64,
+    ) -> Result<Admitted, Refusal> {
+        if n > self.limit {
+            return Err(Refusal::Never);
+        }
+        let base = self.base(now);
+        let top = u128::from(base) + u128::from(self.limit);
+        let mut v = state.v.load(Ordering::Acquire);
+        loop {
+            let cur = v.max(base);
+            let want = u128::from(cur) + u128::from(n);
+            if want > top {
+                // First window k' whose range k'·L + L reaches cur + n.
+                let l = u128::from(self.limit);
+                let next_k = (want - l).div_ceil(l);
+                let at = next_k * u128::from(self.w);
+                return Err(if META {
+                    Refusal::Limited {
+                        retry_after: sat(at - u128::from(now)),
+                        reset_after: sat(self.end_of(cur).saturating_sub(u128::from(now))),
+                    }
+                } else {
+                    Refusal::Limited {
+                        retry_after: 0,
+                        reset_after: 0,
+                    }
+                });
+            }
+            let Ok(nv) = u64::try_from(want) else {
+                // Only in the last window before u64::MAX ns (584 years): refuse, never wrap.
+                return Err(Refusal::Limited {
+                    retry_after: u64::MAX,
+                    reset_after: u64::MAX,
+                });
+            };
+            match crate::sync::cas(&state.v, v, nv) {
+                Ok(_) => {
+                    return Ok(Admitted {
+                        at: now,
+                        delay: 0,
+                        remaining: sat(top - want),
+                        limit: self.limit,
+                        reset_after: if META {
+                            sat(self.end_of(nv) - u128::from(now))
+                        } else {
+                            0
+                        },
+                    })
+                }
+                Err(actual) => v = actual,
+            }
+        }
+    }
+
     /// When the latest admission recorded in `v` stops counting: the end of its window.
     fn end_of(&self, v: u64) -> u128 {
         if v == 0 {
@@ -109,45 +169,12 @@ impl RateAlgorithm for FixedWindow {
 
     #[inline]
     fn check(&self, state: &FixedWindowState, now: u64, n: u64) -> Result<Admitted, Refusal> {
-        if n > self.limit {
-            return Err(Refusal::Never);
-        }
-        let base = self.base(now);
-        let top = u128::from(base) + u128::from(self.limit);
-        let mut v = state.v.load(Ordering::Acquire);
-        loop {
-            let cur = v.max(base);
-            let want = u128::from(cur) + u128::from(n);
-            if want > top {
-                // First window k' whose range k'·L + L reaches cur + n.
-                let l = u128::from(self.limit);
-                let next_k = (want - l).div_ceil(l);
-                let at = next_k * u128::from(self.w);
-                return Err(Refusal::Limited {
-                    retry_after: sat(at - u128::from(now)),
-                    reset_after: sat(self.end_of(cur).saturating_sub(u128::from(now))),
-                });
-            }
-            let Ok(nv) = u64::try_from(want) else {
-                // Only in the last window before u64::MAX ns (584 years): refuse, never wrap.
-                return Err(Refusal::Limited {
-                    retry_after: u64::MAX,
-                    reset_after: u64::MAX,
-                });
-            };
-            match crate::sync::cas(&state.v, v, nv) {
-                Ok(_) => {
-                    return Ok(Admitted {
-                        at: now,
-                        delay: 0,
-                        remaining: sat(top - want),
-                        limit: self.limit,
-                        reset_after: sat(self.end_of(nv) - u128::from(now)),
-                    })
-                }
-                Err(actual) => v = actual,
-            }
-        }
+        self.decide::<true>(state, now, n)
+    }
+
+    #[inline]
+    fn allow(&self, state: &FixedWindowState, now: u64, n: u64) -> bool {
+        self.decide::<false>(state, now, n).is_ok()
     }
 
     fn peek(&self, state: &FixedWindowState, now: u64) -> Snapshot {

@@ -156,8 +156,15 @@ impl SlidingLog {
         lo as u64
     }
 
-    /// The time at which `n` slots will be free, and when all will be.
-    fn refusal(&self, state: &SlidingLogState, now: u64, n: u64) -> Refusal {
+    /// The time at which `n` slots will be free, and when all will be (a scan; skipped for
+    /// `META = false`).
+    fn refusal<const META: bool>(&self, state: &SlidingLogState, now: u64, n: u64) -> Refusal {
+        if !META {
+            return Refusal::Limited {
+                retry_after: 0,
+                reset_after: 0,
+            };
+        }
         let mut leaves: Vec<u128> = state
             .slots
             .iter()
@@ -194,30 +201,14 @@ impl SlidingLog {
         None
     }
 
-    fn admitted(&self, state: &SlidingLogState, now: u64, last_idx: usize) -> Admitted {
-        let newest_leaves = self.leaves_at(Self::stamp(now));
-        Admitted {
-            at: now,
-            delay: 0,
-            remaining: self.free_after(state, last_idx, now),
-            limit: self.limit,
-            reset_after: sat(newest_leaves - u128::from(now)),
-        }
-    }
-}
-
-impl RateAlgorithm for SlidingLog {
-    type State = SlidingLogState;
-
-    fn new_state(&self) -> SlidingLogState {
-        SlidingLogState::new(self.limit as usize)
-    }
-
-    fn capacity(&self) -> u64 {
-        self.limit
-    }
-
-    fn check(&self, state: &SlidingLogState, now: u64, n: u64) -> Result<Admitted, Refusal> {
+    /// The decision; with `META = false` (`allow`) the metadata (a binary search on admission,
+    /// a scan on refusal) is skipped.
+    fn decide<const META: bool>(
+        &self,
+        state: &SlidingLogState,
+        now: u64,
+        n: u64,
+    ) -> Result<Admitted, Refusal> {
         if n > self.limit {
             return Err(Refusal::Never);
         }
@@ -245,9 +236,9 @@ impl RateAlgorithm for SlidingLog {
             return match self.claim(state, now, start) {
                 Some((idx, _)) => {
                     state.hint.store(idx + 1, Ordering::Relaxed);
-                    Ok(self.admitted(state, now, idx))
+                    Ok(self.admitted::<META>(state, now, idx))
                 }
-                None => Err(self.refusal(state, now, 1)),
+                None => Err(self.refusal::<META>(state, now, 1)),
             };
         }
         let mut claimed: Vec<(usize, u64)> = Vec::with_capacity(n as usize);
@@ -264,7 +255,7 @@ impl RateAlgorithm for SlidingLog {
         if claimed.len() as u64 == n {
             let (last, _) = claimed[claimed.len() - 1];
             state.hint.store(last + 1, Ordering::Relaxed);
-            return Ok(self.admitted(state, now, last));
+            return Ok(self.admitted::<META>(state, now, last));
         }
         // Not enough room: give back what was taken. A slot we stamped can only have been
         // replaced since if our stamp expired for another thread, in which case it is theirs.
@@ -273,7 +264,47 @@ impl RateAlgorithm for SlidingLog {
             let _ =
                 state.slots[idx].compare_exchange(stamp, old, Ordering::AcqRel, Ordering::Acquire);
         }
-        Err(self.refusal(state, now, n))
+        Err(self.refusal::<META>(state, now, n))
+    }
+
+    fn admitted<const META: bool>(
+        &self,
+        state: &SlidingLogState,
+        now: u64,
+        last_idx: usize,
+    ) -> Admitted {
+        let newest_leaves = self.leaves_at(Self::stamp(now));
+        Admitted {
+            at: now,
+            delay: 0,
+            remaining: if META {
+                self.free_after(state, last_idx, now)
+            } else {
+                0
+            },
+            limit: self.limit,
+            reset_after: sat(newest_leaves - u128::from(now)),
+        }
+    }
+}
+
+impl RateAlgorithm for SlidingLog {
+    type State = SlidingLogState;
+
+    fn new_state(&self) -> SlidingLogState {
+        SlidingLogState::new(self.limit as usize)
+    }
+
+    fn capacity(&self) -> u64 {
+        self.limit
+    }
+
+    fn check(&self, state: &SlidingLogState, now: u64, n: u64) -> Result<Admitted, Refusal> {
+        self.decide::<true>(state, now, n)
+    }
+
+    fn allow(&self, state: &SlidingLogState, now: u64, n: u64) -> bool {
+        self.decide::<false>(state, now, n).is_ok()
     }
 
     fn peek(&self, state: &SlidingLogState, now: u64) -> Snapshot {
@@ -287,7 +318,7 @@ impl RateAlgorithm for SlidingLog {
                 .unwrap_or(0);
             (0, sat(last.saturating_sub(u128::from(now))))
         } else {
-            match self.refusal(state, now, 1) {
+            match self.refusal::<true>(state, now, 1) {
                 Refusal::Limited {
                     retry_after,
                     reset_after,
