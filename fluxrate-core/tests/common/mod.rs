@@ -3,6 +3,7 @@
 
 mod refs;
 
+#[allow(unused_imports)]
 pub use refs::*;
 
 /// Proptest configuration: `FLUXRATE_PROPTEST_CASES` overrides the number of cases.
