@@ -1,20 +1,56 @@
-//! A quick, reproducible comparison: every contender runs in short interleaved slices, and the
-//! median over many rounds is reported as a markdown table of ns per operation.
+//! A quick, reproducible comparison of fluxrate with governor and a mutex baseline: every
+//! contender runs in short interleaved slices and the median over many rounds is reported as a
+//! markdown table of ns per operation, with ratios taken within the same run.
 //!
 //! ```text
-//! cargo run --release -p fluxrate-benches --bin compare            # about a minute
-//! cargo run --release -p fluxrate-benches --bin compare -- --quick # seconds (CI smoke)
+//! cargo bench -p fluxrate-benches --bench compare              # about a minute
+//! cargo bench -p fluxrate-benches --bench compare -- --quick   # seconds (CI smoke)
 //! ```
 //!
 //! Interleaving matters on a shared machine: a slow period hits every contender alike, and the
-//! median discards outliers. Ratios are taken within one run.
+//! median discards outliers.
 
 use fluxrate::{Algorithm, CachedClock, Clock, MonotonicClock, Quota, RateLimiter};
+use governor::clock::{QuantaClock, QuantaUpkeepClock};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Counts live heap bytes, for the memory section.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// A named operation; `run(iters)` performs it `iters` times.
 struct Case {
@@ -33,14 +69,24 @@ fn case(group: &'static str, name: impl Into<String>, run: impl FnMut(u64) + 'st
     }
 }
 
-/// Never refuses: far more capacity than any benchmark can use.
+/// Never refuses: 1 per ns with a burst far beyond what a benchmark can use.
 fn open_quota() -> Quota {
     Quota::new(1, Duration::from_nanos(1)).with_burst(u64::from(u32::MAX))
+}
+
+fn g_open_quota() -> governor::Quota {
+    governor::Quota::with_period(Duration::from_nanos(1))
+        .expect("non-zero period")
+        .allow_burst(NonZeroU32::MAX)
 }
 
 /// Always refuses after the first call.
 fn closed_quota() -> Quota {
     Quota::per_hour(1)
+}
+
+fn g_closed_quota() -> governor::Quota {
+    governor::Quota::per_hour(NonZeroU32::MIN)
 }
 
 /// The windows need a limit they cannot reach: 1,000 per microsecond.
@@ -56,17 +102,14 @@ fn direct<C: Clock>(alg: Algorithm, q: Quota, clock: C) -> RateLimiter<fluxrate:
         .unwrap()
 }
 
-fn direct_no_stats<C: Clock>(
-    alg: Algorithm,
-    q: Quota,
-    clock: C,
-) -> RateLimiter<fluxrate::NotKeyed, C> {
-    RateLimiter::builder(q)
-        .algorithm(alg)
-        .clock(clock)
-        .stats(false)
-        .build()
-        .unwrap()
+/// quanta's upkeep thread is global: start it once and share clones.
+fn upkeep() -> QuantaUpkeepClock {
+    static CLOCK: std::sync::OnceLock<QuantaUpkeepClock> = std::sync::OnceLock::new();
+    CLOCK
+        .get_or_init(|| {
+            QuantaUpkeepClock::from_interval(Duration::from_millis(1)).expect("upkeep thread")
+        })
+        .clone()
 }
 
 /// A hasher that maps every key to the same value: the worst case of a flooded hash table.
@@ -112,25 +155,148 @@ impl MutexBucket {
     }
 }
 
-fn cases() -> Vec<Case> {
-    let mut v = Vec::new();
+macro_rules! looped {
+    ($body:expr) => {
+        move |n| {
+            for _ in 0..n {
+                black_box($body);
+            }
+        }
+    };
+}
 
-    // Clocks.
+fn clock_cases(v: &mut Vec<Case>, cached: &CachedClock) {
     let mono = MonotonicClock::new();
-    v.push(case("clock", "MonotonicClock::now", move |n| {
-        for _ in 0..n {
-            black_box(mono.now());
-        }
-    }));
-    let cached = CachedClock::new(Duration::from_millis(1));
-    let c2 = cached.clone();
-    v.push(case("clock", "CachedClock::now", move |n| {
-        for _ in 0..n {
-            black_box(c2.now());
-        }
-    }));
+    v.push(case(
+        "clock read",
+        "fluxrate MonotonicClock (default)",
+        looped!(mono.now()),
+    ));
+    let gm = governor::clock::MonotonicClock;
+    v.push(case(
+        "clock read",
+        "governor MonotonicClock",
+        looped!(governor::clock::Clock::now(&gm)),
+    ));
+    let c = cached.clone();
+    v.push(case("clock read", "fluxrate CachedClock", looped!(c.now())));
+    let q = QuantaClock::default();
+    v.push(case(
+        "clock read",
+        "governor QuantaClock (default)",
+        looped!(governor::clock::Clock::now(&q)),
+    ));
+    let u = upkeep();
+    v.push(case(
+        "clock read",
+        "governor QuantaUpkeepClock",
+        looped!(governor::clock::Clock::now(&u)),
+    ));
+}
 
-    // Direct checks, admit and reject paths, every algorithm, both clocks.
+fn direct_cases(v: &mut Vec<Case>, cached: &CachedClock) {
+    // Default clocks of each.
+    let l = direct(Algorithm::TokenBucket, open_quota(), MonotonicClock::new());
+    v.push(case(
+        "direct check, default clocks",
+        "fluxrate token bucket allow()",
+        looped!(l.allow()),
+    ));
+    let l = direct(Algorithm::TokenBucket, open_quota(), MonotonicClock::new());
+    v.push(case(
+        "direct check, default clocks",
+        "fluxrate token bucket check() (with metadata)",
+        looped!(l.check().is_ok()),
+    ));
+    let g =
+        governor::RateLimiter::direct_with_clock(g_open_quota(), governor::clock::MonotonicClock);
+    v.push(case(
+        "direct check, default clocks",
+        "governor check() (MonotonicClock: Instant, the safe clock)",
+        looped!(g.check().is_ok()),
+    ));
+    let g = governor::RateLimiter::direct(g_open_quota());
+    v.push(case(
+        "direct check, default clocks",
+        "governor check() (QuantaClock: TSC, its default)",
+        looped!(g.check().is_ok()),
+    ));
+    let m = MutexBucket {
+        state: Mutex::new((1e18, Instant::now())),
+        rate_per_ns: 1.0,
+        burst: 1e18,
+    };
+    v.push(case(
+        "direct check, default clocks",
+        "baseline Mutex<token bucket> (Instant)",
+        looped!(m.check()),
+    ));
+
+    // Fastest clocks of each.
+    let l = direct(Algorithm::TokenBucket, open_quota(), cached.clone());
+    v.push(case(
+        "direct check, fastest clocks",
+        "fluxrate token bucket allow() (CachedClock)",
+        looped!(l.allow()),
+    ));
+    let l = RateLimiter::builder(open_quota())
+        .clock(cached.clone())
+        .stats(false)
+        .build()
+        .unwrap();
+    v.push(case(
+        "direct check, fastest clocks",
+        "fluxrate token bucket allow() (CachedClock, stats off)",
+        looped!(l.allow()),
+    ));
+    let l = direct(Algorithm::TokenBucket, open_quota(), cached.clone());
+    v.push(case(
+        "direct check, fastest clocks",
+        "fluxrate token bucket check() (CachedClock)",
+        looped!(l.check().is_ok()),
+    ));
+    let g = governor::RateLimiter::direct_with_clock(g_open_quota(), upkeep());
+    v.push(case(
+        "direct check, fastest clocks",
+        "governor check() (QuantaUpkeepClock)",
+        looped!(g.check().is_ok()),
+    ));
+
+    // The bare cell: no clock, no limiter (what the algorithm itself costs).
+    let tb = fluxrate::TokenBucket::new(&open_quota()).unwrap();
+    let st = fluxrate::GcraState::new();
+    let mut t = 0u64;
+    v.push(case(
+        "direct check, fastest clocks",
+        "fluxrate TokenBucket::allow on a bare GcraState",
+        move |n| {
+            for _ in 0..n {
+                t += 1;
+                black_box(fluxrate::RateAlgorithm::allow(&tb, &st, t, 1));
+            }
+        },
+    ));
+    let l = RateLimiter::builder(open_quota())
+        .clock(fluxrate::ManualClock::new())
+        .stats(false)
+        .build()
+        .unwrap();
+    v.push(case(
+        "direct check, fastest clocks",
+        "fluxrate allow() (ManualClock, stats off)",
+        looped!(l.allow()),
+    ));
+    let g = governor::RateLimiter::direct_with_clock(
+        g_open_quota(),
+        governor::clock::FakeRelativeClock::default(),
+    );
+    v.push(case(
+        "direct check, fastest clocks",
+        "governor check() (FakeRelativeClock)",
+        looped!(g.check().is_ok()),
+    ));
+
+    // Every algorithm, admit and reject paths (default clock, allow()).
     for alg in Algorithm::ALL {
         let q = match alg {
             Algorithm::TokenBucket | Algorithm::LeakyBucket => open_quota(),
@@ -138,139 +304,211 @@ fn cases() -> Vec<Case> {
         };
         let l = direct(alg, q, MonotonicClock::new());
         v.push(case(
-            "direct admit",
-            format!("{alg} (monotonic clock)"),
-            move |n| {
-                for _ in 0..n {
-                    black_box(l.check().is_ok());
-                }
-            },
+            "algorithms, admit path (MonotonicClock)",
+            format!("{alg}"),
+            looped!(l.allow()),
         ));
-        // The cached clock stands still within its precision (1 ms): the sliding log would
-        // fill up and measure refusals, so it is measured with the monotonic clock only.
         if alg != Algorithm::SlidingLog {
+            // The cached clock stands still within its precision: the log would fill up.
             let l = direct(alg, q, cached.clone());
             v.push(case(
-                "direct admit",
-                format!("{alg} (cached clock)"),
-                move |n| {
-                    for _ in 0..n {
-                        black_box(l.check().is_ok());
-                    }
-                },
-            ));
-            let l = direct_no_stats(alg, q, cached.clone());
-            v.push(case(
-                "direct admit",
-                format!("{alg} (cached clock, stats off)"),
-                move |n| {
-                    for _ in 0..n {
-                        black_box(l.check().is_ok());
-                    }
-                },
+                "algorithms, admit path (CachedClock)",
+                format!("{alg}"),
+                looped!(l.allow()),
             ));
         }
         let l = direct(alg, closed_quota(), MonotonicClock::new());
         l.allow();
         v.push(case(
-            "direct reject",
-            format!("{alg} (monotonic clock)"),
+            "algorithms, reject path (MonotonicClock)",
+            format!("{alg} allow()"),
+            looped!(l.allow()),
+        ));
+        let l = direct(alg, closed_quota(), MonotonicClock::new());
+        l.allow();
+        v.push(case(
+            "algorithms, reject path (MonotonicClock)",
+            format!("{alg} check() (with retry-after)"),
+            looped!(l.check().is_err()),
+        ));
+    }
+    let g = governor::RateLimiter::direct(g_closed_quota());
+    let _ = g.check();
+    v.push(case(
+        "algorithms, reject path (MonotonicClock)",
+        "governor check() (default clock)",
+        looped!(g.check().is_err()),
+    ));
+    let l = direct(Algorithm::TokenBucket, open_quota(), MonotonicClock::new());
+    v.push(case(
+        "algorithms, admit path (MonotonicClock)",
+        "token_bucket check_n(3)",
+        looped!(l.check_n(3).is_ok()),
+    ));
+}
+
+fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
+    fn rr(i: &mut u64, keys: u64) -> u64 {
+        *i += 1;
+        if *i >= keys {
+            *i = 0;
+        }
+        *i
+    }
+    for keys in [1u64, 10_000, 1_000_000] {
+        let group = match keys {
+            1 => "keyed: one hot u64 key",
+            10_000 => "keyed: 10,000 u64 keys",
+            _ => "keyed: 1,000,000 u64 keys",
+        };
+        let l = RateLimiter::builder(open_quota())
+            .keyed::<u64>()
+            .build()
+            .unwrap();
+        let g = governor::RateLimiter::keyed(g_open_quota());
+        for k in 0..keys {
+            l.allow_key(&k);
+            let _ = g.check_key(&k);
+        }
+        let mut i = 0;
+        v.push(case(
+            group,
+            "fluxrate allow_key (MonotonicClock, foldhash)",
             move |n| {
                 for _ in 0..n {
-                    black_box(l.check().is_err());
+                    black_box(l.allow_key(&rr(&mut i, keys)));
                 }
             },
         ));
-    }
-    let l = direct(Algorithm::TokenBucket, open_quota(), MonotonicClock::new());
-    v.push(case("direct admit", "token_bucket check_n(3)", move |n| {
-        for _ in 0..n {
-            black_box(l.check_n(3).is_ok());
+        let l = RateLimiter::builder(open_quota())
+            .clock(cached.clone())
+            .keyed::<u64>()
+            .build()
+            .unwrap();
+        for k in 0..keys {
+            l.allow_key(&k);
         }
-    }));
-    let m = MutexBucket {
-        state: Mutex::new((1e18, Instant::now())),
-        rate_per_ns: 1.0,
-        burst: 1e18,
-    };
-    v.push(case(
-        "direct admit",
-        "baseline: Mutex<token bucket>",
-        move |n| {
+        let mut i = 0;
+        v.push(case(group, "fluxrate allow_key (CachedClock)", move |n| {
             for _ in 0..n {
-                black_box(m.check());
+                black_box(l.allow_key(&rr(&mut i, keys)));
             }
-        },
-    ));
-
-    // Keyed checks.
-    let keyed = |hasher_name: &'static str, keys: u64, rr: bool| -> Case {
-        let name = format!(
-            "u64, {} ({hasher_name})",
-            if rr {
-                format!("{keys} keys round-robin")
-            } else {
-                "one hot key".to_owned()
-            }
+        }));
+        let gm = governor::RateLimiter::dashmap_with_clock(
+            g_open_quota(),
+            governor::clock::MonotonicClock,
         );
-        macro_rules! build {
-            ($h:expr) => {{
-                let l = RateLimiter::builder(open_quota())
-                    .keyed::<u64>()
-                    .hasher($h)
-                    .build()
-                    .unwrap();
-                for k in 0..keys {
-                    l.allow_key(&k);
+        for k in 0..keys {
+            let _ = gm.check_key(&k);
+        }
+        let mut i = 0;
+        v.push(case(
+            group,
+            "governor check_key (MonotonicClock, DashMap)",
+            move |n| {
+                for _ in 0..n {
+                    black_box(gm.check_key(&rr(&mut i, keys)).is_ok());
                 }
-                let mut i = 0u64;
-                case("keyed", name, move |n| {
+            },
+        ));
+        let mut i = 0;
+        v.push(case(
+            group,
+            "governor check_key (default clock, DashMap)",
+            move |n| {
+                for _ in 0..n {
+                    black_box(g.check_key(&rr(&mut i, keys)).is_ok());
+                }
+            },
+        ));
+        if keys == 10_000 {
+            let l = RateLimiter::builder(open_quota())
+                .keyed::<u64>()
+                .hasher(RandomState::new())
+                .build()
+                .unwrap();
+            for k in 0..keys {
+                l.allow_key(&k);
+            }
+            let mut i = 0;
+            v.push(case(
+                group,
+                "fluxrate allow_key, SipHash instead of foldhash",
+                move |n| {
                     for _ in 0..n {
-                        let k = if rr {
-                            i += 1;
-                            if i == keys {
-                                i = 0;
-                            }
-                            i
-                        } else {
-                            7
-                        };
-                        black_box(l.check_key(&k).is_ok());
+                        black_box(l.allow_key(&rr(&mut i, keys)));
                     }
-                })
-            }};
+                },
+            ));
+            let l = RateLimiter::builder(open_quota())
+                .keyed::<u64>()
+                .hasher(ConstantHasher)
+                .build()
+                .unwrap();
+            for k in 0..keys {
+                l.allow_key(&k);
+            }
+            let mut i = 0;
+            v.push(case(
+                group,
+                "fluxrate allow_key, constant hash (a flooded table)",
+                move |n| {
+                    for _ in 0..n {
+                        black_box(l.allow_key(&rr(&mut i, keys)));
+                    }
+                },
+            ));
         }
-        match hasher_name {
-            "foldhash, default" => build!(fluxrate::KeyHasher::new()),
-            "SipHash" => build!(RandomState::new()),
-            _ => build!(ConstantHasher),
-        }
-    };
-    v.push(keyed("foldhash, default", 1, false));
-    v.push(keyed("foldhash, default", 10_000, true));
-    v.push(keyed("SipHash", 10_000, true));
-    v.push(keyed("foldhash, default", 1_000_000, true));
-    v.push(keyed("constant hash: flooded", 10_000, true));
+    }
+    let names: Vec<String> = (0..1_000).map(|i| format!("user-{i:05}")).collect();
     let l = RateLimiter::builder(open_quota())
         .keyed::<String>()
         .build()
         .unwrap();
-    let names: Vec<String> = (0..1_000).map(|i| format!("user-{i:05}")).collect();
+    let g = governor::RateLimiter::<String, _, _>::keyed(g_open_quota());
     for k in &names {
         l.allow_key(k.as_str());
+        let _ = g.check_key(k);
     }
+    let (n1, n2) = (names.clone(), names);
     let mut i = 0;
     v.push(case(
-        "keyed",
-        "String keys via &str, 1,000 keys",
+        "keyed: 1,000 String keys",
+        "fluxrate allow_key(&str)",
         move |n| {
             for _ in 0..n {
-                i = (i + 1) % names.len();
-                black_box(l.check_key(names[i].as_str()).is_ok());
+                i = (i + 1) % n1.len();
+                black_box(l.allow_key(n1[i].as_str()));
             }
         },
     ));
-    v
+    let mut i = 0;
+    v.push(case(
+        "keyed: 1,000 String keys",
+        "governor check_key(&String)",
+        move |n| {
+            for _ in 0..n {
+                i = (i + 1) % n2.len();
+                black_box(g.check_key(&n2[i]).is_ok());
+            }
+        },
+    ));
+}
+
+/// Two threads hammering one limiter; `f(thread index)`; ns per operation of wall time.
+fn two_threads<F: Fn(u64) -> bool + Sync>(ops: u64, f: F) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let f = &f;
+            s.spawn(move || {
+                for _ in 0..ops {
+                    black_box(f(t));
+                }
+            });
+        }
+    });
+    start.elapsed().as_nanos() as f64 / (2 * ops) as f64
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -278,24 +516,181 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+fn print_group(group: &str, rows: &[(String, f64)]) {
+    println!("\n| {group} | ns/op | ratio to first row |\n|---|---:|---:|");
+    let first = rows.first().map_or(1.0, |r| r.1);
+    for (name, m) in rows {
+        println!("| {name} | {m:.1} | {:.2} |", m / first);
+    }
+}
+
+fn threads_section(quick: bool, cached: &CachedClock) {
+    let ops = if quick { 20_000 } else { 2_000_000 };
+    let rounds = if quick { 3 } else { 15 };
+    let l = direct(Algorithm::TokenBucket, open_quota(), MonotonicClock::new());
+    let g = governor::RateLimiter::direct(g_open_quota());
+    let gm =
+        governor::RateLimiter::direct_with_clock(g_open_quota(), governor::clock::MonotonicClock);
+    let lc = direct(Algorithm::TokenBucket, open_quota(), cached.clone());
+    let gc = governor::RateLimiter::direct_with_clock(g_open_quota(), upkeep());
+    let lk = RateLimiter::builder(open_quota())
+        .keyed::<u64>()
+        .build()
+        .unwrap();
+    let gk = governor::RateLimiter::keyed(g_open_quota());
+    let mut samples: Vec<(String, Vec<f64>)> = [
+        "fluxrate, one direct limiter (MonotonicClock)",
+        "governor, one direct limiter (MonotonicClock)",
+        "governor, one direct limiter (default clock)",
+        "fluxrate, one direct limiter (CachedClock)",
+        "governor, one direct limiter (QuantaUpkeepClock)",
+        "fluxrate, keyed, a distinct key per thread",
+        "governor, keyed, a distinct key per thread",
+    ]
+    .iter()
+    .map(|s| (s.to_string(), Vec::new()))
+    .collect();
+    for _ in 0..rounds {
+        samples[0].1.push(two_threads(ops, |_| l.allow()));
+        samples[1].1.push(two_threads(ops, |_| gm.check().is_ok()));
+        samples[2].1.push(two_threads(ops, |_| g.check().is_ok()));
+        samples[3].1.push(two_threads(ops, |_| lc.allow()));
+        samples[4].1.push(two_threads(ops, |_| gc.check().is_ok()));
+        samples[5].1.push(two_threads(ops, |t| lk.allow_key(&t)));
+        samples[6]
+            .1
+            .push(two_threads(ops, |t| gk.check_key(&t).is_ok()));
+    }
+    let rows: Vec<(String, f64)> = samples
+        .into_iter()
+        .map(|(n, mut s)| (n, median(&mut s)))
+        .collect();
+    print_group("two threads (wall ns per op, 2 cores)", &rows);
+}
+
+fn memory_section(quick: bool) {
+    let keys: u64 = if quick { 100_000 } else { 1_000_000 };
+    println!("\n| memory: {keys} keys | heap bytes per key | after idle + sweep/shrink (bytes above baseline) |\n|---|---:|---:|");
+    let clock = fluxrate::ManualClock::new();
+    let base = LIVE.load(Ordering::Relaxed);
+    let l = RateLimiter::builder(Quota::per_second(10))
+        .clock(clock.clone())
+        .keyed::<u64>()
+        .build()
+        .unwrap();
+    for k in 0..keys {
+        l.allow_key(&k);
+    }
+    let per = (LIVE.load(Ordering::Relaxed) - base) as f64 / keys as f64;
+    clock.advance(Duration::from_secs(2));
+    l.sweep();
+    let after = LIVE.load(Ordering::Relaxed) - base;
+    println!("| fluxrate, u64 keys | {per:.1} | {after} |");
+    drop(l);
+
+    let base = LIVE.load(Ordering::Relaxed);
+    let g = governor::RateLimiter::keyed(governor::Quota::per_second(NonZeroU32::new(10).unwrap()));
+    for k in 0..keys {
+        let _ = g.check_key(&k);
+    }
+    let per = (LIVE.load(Ordering::Relaxed) - base) as f64 / keys as f64;
+    std::thread::sleep(Duration::from_millis(1_100));
+    g.retain_recent();
+    g.shrink_to_fit();
+    let after = LIVE.load(Ordering::Relaxed) - base;
+    println!("| governor, u64 keys | {per:.1} | {after} |");
+    drop(g);
+
+    let names: Vec<String> = (0..keys).map(|i| format!("user-{i:07}")).collect();
+    let base = LIVE.load(Ordering::Relaxed);
+    let clock = fluxrate::ManualClock::new();
+    let l = RateLimiter::builder(Quota::per_second(10))
+        .clock(clock.clone())
+        .keyed::<String>()
+        .build()
+        .unwrap();
+    for k in &names {
+        l.allow_key(k.as_str());
+    }
+    let per = (LIVE.load(Ordering::Relaxed) - base) as f64 / keys as f64;
+    clock.advance(Duration::from_secs(2));
+    l.sweep();
+    let after = LIVE.load(Ordering::Relaxed) - base;
+    println!("| fluxrate, 12-byte String keys | {per:.1} | {after} |");
+    drop(l);
+    let base = LIVE.load(Ordering::Relaxed);
+    let g = governor::RateLimiter::<String, _, _>::keyed(governor::Quota::per_second(
+        NonZeroU32::new(10).unwrap(),
+    ));
+    for k in &names {
+        let _ = g.check_key(k);
+    }
+    let per = (LIVE.load(Ordering::Relaxed) - base) as f64 / keys as f64;
+    println!("| governor, 12-byte String keys | {per:.1} | (not measured) |");
+}
+
+fn flood_section(quick: bool) {
+    let keys: u64 = if quick { 50_000 } else { 1_000_000 };
+    let mut out = Vec::new();
+    for who in ["fluxrate", "governor"] {
+        let mut lat = Vec::with_capacity(keys as usize);
+        if who == "fluxrate" {
+            let l = RateLimiter::builder(Quota::per_second(10))
+                .keyed::<u64>()
+                .build()
+                .unwrap();
+            for k in 0..keys {
+                let t = Instant::now();
+                black_box(l.allow_key(&k));
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+        } else {
+            let g = governor::RateLimiter::keyed(governor::Quota::per_second(
+                NonZeroU32::new(10).unwrap(),
+            ));
+            for k in 0..keys {
+                let t = Instant::now();
+                black_box(g.check_key(&k).is_ok());
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+        lat.sort_unstable();
+        out.push((
+            who,
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100],
+            lat[lat.len() - 1],
+        ));
+    }
+    println!("\n| key flood: {keys} new u64 keys, one check each | p50 ns | p99 ns | max ns |\n|---|---:|---:|---:|");
+    for (who, p50, p99, max) in out {
+        println!("| {who} | {p50} | {p99} | {max} |");
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, slice) = if quick {
         (5, Duration::from_millis(2))
     } else {
-        (60, Duration::from_millis(15))
+        (40, Duration::from_millis(15))
     };
-    let mut cases = cases();
+    let cached = CachedClock::new(Duration::from_millis(1));
+    let mut cases = Vec::new();
+    clock_cases(&mut cases, &cached);
+    direct_cases(&mut cases, &cached);
+    keyed_cases(&mut cases, &cached);
     // Calibrate iterations per slice.
-    let mut iters: Vec<u64> = cases
+    let iters: Vec<u64> = cases
         .iter_mut()
         .map(|c| {
             let mut n = 64;
             loop {
                 let t = Instant::now();
                 (c.run)(n);
-                if t.elapsed() >= slice / 4 || n >= 1 << 26 {
-                    return (n as f64 * slice.as_secs_f64() / t.elapsed().as_secs_f64().max(1e-9))
+                let e = t.elapsed();
+                if e >= slice / 4 || n >= 1 << 26 {
+                    return (n as f64 * slice.as_secs_f64() / e.as_secs_f64().max(1e-9))
                         .clamp(64.0, 1e8) as u64;
                 }
                 n *= 4;
@@ -303,15 +698,16 @@ fn main() {
         })
         .collect();
     for _ in 0..rounds {
-        for (c, n) in cases.iter_mut().zip(iters.iter_mut()) {
+        for (c, &n) in cases.iter_mut().zip(&iters) {
             let t = Instant::now();
-            (c.run)(*n);
-            c.samples.push(t.elapsed().as_nanos() as f64 / *n as f64);
+            (c.run)(n);
+            c.samples.push(t.elapsed().as_nanos() as f64 / n as f64);
         }
     }
     println!(
-        "fluxrate compare: {rounds} interleaved rounds of ~{slice:?} per contender, median ns/op \
-         ({} cores)\n",
+        "fluxrate compare{}: {rounds} interleaved rounds of ~{slice:?} per contender, median \
+         ns/op, {} cores",
+        if quick { " (quick)" } else { "" },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut groups: Vec<&'static str> = Vec::new();
@@ -321,12 +717,14 @@ fn main() {
         }
     }
     for group in groups {
-        println!("\n| {group} | ns/op | ratio to first row |\n|---|---:|---:|");
-        let mut first = None;
-        for c in cases.iter_mut().filter(|c| c.group == group) {
-            let m = median(&mut c.samples);
-            let f = *first.get_or_insert(m);
-            println!("| {} | {:.1} | {:.2} |", c.name, m, m / f);
-        }
+        let rows: Vec<(String, f64)> = cases
+            .iter_mut()
+            .filter(|c| c.group == group)
+            .map(|c| (c.name.clone(), median(&mut c.samples)))
+            .collect();
+        print_group(group, &rows);
     }
+    threads_section(quick, &cached);
+    flood_section(quick);
+    memory_section(quick);
 }

@@ -15,7 +15,7 @@ struct Stripe {
 
 /// Limiter-wide counters, striped so that threads do not contend on one cache line.
 ///
-/// Each thread adds to the stripe chosen by the address of a thread-local; reading sums all
+/// Each thread adds to its own stripe (assigned round-robin on first use); reading sums all
 /// stripes. Counts are `Relaxed`: they are statistics, not synchronisation.
 #[derive(Debug)]
 pub(crate) struct Counters {
@@ -30,15 +30,18 @@ impl Default for Counters {
     }
 }
 
+/// Hands each thread the next stripe, round-robin, the first time it counts: the first
+/// `STRIPES` threads never share a cache line. (A plain `core` atomic: a process-wide
+/// registry, not part of any cell's state machine, so not modelled by loom.)
+static NEXT_STRIPE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 thread_local! {
-    static STRIPE_ANCHOR: u8 = const { 0 };
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % STRIPES;
 }
 
 #[inline]
 fn stripe_index() -> usize {
-    // Thread-local blocks of different threads live at different addresses; mix the bits.
-    let addr = STRIPE_ANCHOR.with(|a| a as *const u8 as usize) as u64;
-    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61) as usize % STRIPES
+    STRIPE.with(|s| *s)
 }
 
 impl Counters {
