@@ -274,6 +274,15 @@ pub struct TimeoutExceeded {
 }
 
 impl TimeoutExceeded {
+    /// A timeout of `timeout` that would have needed a wait of `retry_after` (for waiting
+    /// front-ends built outside this crate, such as the async ones of `fluxrate`).
+    pub fn new(timeout: Duration, retry_after: Duration) -> Self {
+        Self {
+            timeout,
+            retry_after: crate::clock::nanos_saturating(retry_after),
+        }
+    }
+
     /// The timeout that could not be met.
     pub fn timeout(&self) -> Duration {
         self.timeout

@@ -548,6 +548,37 @@ impl<C: Clock, S: BuildHasher + Clone> RateLimiter<NotKeyed, C, S> {
         })
     }
 
+    /// Reserve a request of weight `n` that may go at most `max_wait` from now, without waiting:
+    /// the building block of waiting acquires (for example an async one).
+    ///
+    /// On success the request counts as admitted at [`Admitted::admitted_at`]; the caller must
+    /// wait [`Admitted::delay`] before acting. The token bucket reserves the earliest slot
+    /// (first come, first served), the leaky bucket queues, window algorithms only admit now
+    /// (delay zero). A refusal consumes nothing and its `retry_after` is the wait before the
+    /// same request could be admitted with no delay.
+    ///
+    /// ```
+    /// use fluxrate_core::{ManualClock, Quota, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let l = RateLimiter::builder(Quota::per_second(1)).clock(ManualClock::new()).build()?;
+    /// assert_eq!(l.reserve_n(1, Duration::ZERO).unwrap().delay(), Duration::ZERO);
+    /// let later = l.reserve_n(1, Duration::from_secs(2)).unwrap();
+    /// assert_eq!(later.delay(), Duration::from_secs(1)); // the next slot, reserved
+    /// assert!(l.reserve_n(1, Duration::from_millis(1500)).is_err()); // the one after is at 2 s
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
+    pub fn reserve_n(&self, n: u64, max_wait: Duration) -> Result<Admitted, Denied> {
+        let now = self.clock.now();
+        let max_wait = nanos_saturating(max_wait);
+        let r = dispatch!(&self.engine, |alg, cells| if n == 0 {
+            decide(alg, &cells.direct, now, 0)
+        } else {
+            alg.reserve(&cells.direct, now, n, max_wait)
+        });
+        self.finish(now, n, r)
+    }
+
     /// [`acquire`](Self::acquire) for a weight `n`.
     pub fn acquire_n(&self, n: u64, timeout: Duration) -> Result<Admitted, AcquireError> {
         dispatch!(&self.engine, |alg, cells| self.acquire_loop(
@@ -753,6 +784,19 @@ where
             AcquireError::Timeout(t) => t,
             AcquireError::Never(e) => unreachable!("unit request refused as over capacity: {e}"),
         })
+    }
+
+    /// [`reserve_n`](RateLimiter::reserve_n) for `key`: reserve without waiting.
+    pub fn reserve_key_n<Q>(&self, key: &Q, n: u64, max_wait: Duration) -> Result<Admitted, Denied>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let now = self.clock.now();
+        let max_wait = nanos_saturating(max_wait);
+        let r = dispatch!(&self.engine, |alg, cells| self
+            .key_attempt(alg, cells, key, now, n, max_wait, true));
+        self.finish(now, n, r)
     }
 
     /// [`acquire_key`](Self::acquire_key) for a weight `n`.

@@ -1,4 +1,18 @@
-//! Procedural macros of `fluxrate`.
+//! Procedural macros of `fluxrate`: the `#[rate_limit]` attribute.
 //!
-//! The `#[rate_limit]` attribute lands here (tracked in its own issue); until then this crate
-//! exports nothing, so that the workspace layout is final and the facade can depend on it.
+//! Use it through the `fluxrate` crate (`fluxrate::rate_limit`), whose documentation describes
+//! it in full. This crate only forwards to its three stages: [`ast`] parses the attribute,
+//! [`valid`] checks it (every error spanned on the offending token), [`expand`] writes the
+//! wrapped function, which calls the public API of `fluxrate` through `::fluxrate::__private`.
+
+mod ast;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+
+/// Rate-limit a function. See `fluxrate::rate_limit` for the documentation.
+#[proc_macro_attribute]
+pub fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::rate_limit(args.into(), item.into()).into()
+}

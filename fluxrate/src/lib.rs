@@ -1,8 +1,9 @@
 //! fluxrate: lock-free rate limiting with every classic algorithm, per key, with exact
 //! retry-after values.
 //!
-//! This is the crate applications depend on. It re-exports [`fluxrate_core`]; see
-//! [`RateLimiter`] to start.
+//! This is the crate applications depend on. It re-exports [`fluxrate_core`] (start with
+//! [`RateLimiter`]), adds the [`rate_limit`] attribute, and, with the `tokio` feature, async
+//! waiting ([`AcquireAsync`], [`AcquireKeyAsync`], [`TokioClock`]).
 //!
 //! # Example
 //!
@@ -27,6 +28,110 @@ pub use fluxrate_core::*;
 
 /// The core crate, for code that names its paths explicitly.
 pub use fluxrate_core as core;
+
+#[cfg(feature = "tokio")]
+mod asynch;
+#[cfg(feature = "tokio")]
+pub use asynch::{AcquireAsync, AcquireKeyAsync, TokioClock};
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+/// Rate-limit a function: the Rust form of the Python `@RateLimiter(calls=10, period=60)`.
+///
+/// ```
+/// use fluxrate::{rate_limit, RateLimited};
+///
+/// #[rate_limit(calls = 2, period = 60)]
+/// fn fetch(id: u32) -> Result<String, RateLimited> {
+///     Ok(format!("item {id}"))
+/// }
+///
+/// assert!(fetch(1).is_ok());
+/// assert!(fetch(2).is_ok());
+/// let limited = fetch(3).unwrap_err();
+/// assert!(limited.retry_after().as_secs() <= 30);
+/// ```
+///
+/// # Arguments
+///
+/// | argument | meaning |
+/// |---|---|
+/// | `"100/minute"` | the limit as a rate string (first, instead of `calls` and `period`) |
+/// | `calls = N` | calls per period (integer ≥ 1) |
+/// | `period = 60`, `0.5`, `"500ms"` | the period: seconds (integer or float) or a duration string |
+/// | `algorithm = "…"` | `token_bucket` (default), `leaky_bucket`, `fixed_window`, `sliding_window` (exact log), `sliding_window_counter`, `sliding_log` |
+/// | `burst = N` | token bucket burst / leaky bucket queue (defaults to `calls`) |
+/// | `key = <expr>` | a per-key limit; any expression over the arguments (or `self`), evaluated before the body |
+/// | `on_limit = "error"` | (default) return `Err(From::from(RateLimited))`: the function must return `Result<T, E>` with `E: From<RateLimited>` |
+/// | `on_limit = "none"` | return `None`: the function must return `Option<T>` (Python's `raise_on_limit=False`) |
+/// | `on_limit = "wait"` | block (or, in an `async fn` with the `tokio` feature, await) until admitted |
+/// | `timeout = 5`, `"250ms"` | with `"wait"`: give up at once, consuming nothing, if the wait would be longer; the function then returns `Err(From::from(TimeoutExceeded))` |
+/// | `limiter = PATH` | use a limiter you declared (a `static` [`std::sync::LazyLock`] of a [`RateLimiter`]): share one limit across functions, and reach it for [`stats`](RateLimiter::stats) and [`reset`](RateLimiter::reset) |
+///
+/// Every misuse is a compile error on the offending token: an unknown or duplicate option (with
+/// a suggestion), a missing `calls` or `period`, zero or negative values, a bad rate or duration
+/// string, an unknown algorithm, a return type that cannot carry the outcome, a `const fn`, an
+/// item that is not a function, or `limiter` combined with `calls` / `period`. The limit is
+/// built while compiling with the same code that builds it at run time, so a limit the
+/// attribute accepts always builds. On error, the function is still emitted unchanged, so the
+/// rest of the crate keeps type-checking.
+///
+/// # The limiter behind the attribute
+///
+/// Each function gets one limiter, a `static` built on the first call (exactly once, even when
+/// first calls race on several threads). A `static` inside a generic function is one static:
+/// all its monomorphizations share the limit (a key whose type depends on the generic
+/// parameters gets one limiter per key type). To read statistics or reset it, declare the
+/// limiter yourself and pass it with `limiter = …`:
+///
+/// ```
+/// use fluxrate::{rate_limit, Quota, RateLimited, RateLimiter};
+/// use std::sync::LazyLock;
+///
+/// static API: LazyLock<RateLimiter> =
+///     LazyLock::new(|| RateLimiter::direct(Quota::per_second(1)).unwrap());
+///
+/// #[rate_limit(limiter = API)]
+/// fn list() -> Result<(), RateLimited> { Ok(()) }
+///
+/// #[rate_limit(limiter = API)]
+/// fn get() -> Result<(), RateLimited> { Ok(()) }
+///
+/// assert!(list().is_ok());
+/// assert!(get().is_err()); // one limit for both functions
+/// assert_eq!(API.stats().allowed(), 1);
+/// API.reset();
+/// assert!(get().is_ok());
+/// ```
+///
+/// # Per key, on methods
+///
+/// ```
+/// use fluxrate::{rate_limit, RateLimited};
+///
+/// struct User { id: u64, name: String }
+/// struct Api;
+///
+/// impl Api {
+///     #[rate_limit(calls = 1, period = 60, key = user.id)]
+///     fn by_id(&self, user: &User) -> Result<u64, RateLimited> { Ok(user.id) }
+///
+///     // A `&str` key looks up `String` keys without allocating once the key is known.
+///     #[rate_limit("1/minute", key = user.name.as_str(), on_limit = "none")]
+///     fn by_name(&self, user: &User) -> Option<u64> { Some(user.id) }
+/// }
+///
+/// let (a, b) = (User { id: 1, name: "a".into() }, User { id: 2, name: "b".into() });
+/// assert!(Api.by_id(&a).is_ok() && Api.by_id(&b).is_ok() && Api.by_id(&a).is_err());
+/// assert_eq!((Api.by_name(&a), Api.by_name(&a)), (Some(1), None));
+/// ```
+///
+/// A panic in the body leaves the limiter usable; the call that panicked was already counted.
+/// An `async fn` checks its limit on its first poll: a future dropped before it is polled
+/// consumes nothing.
+pub use fluxrate_macros::rate_limit;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../README.md")]

@@ -1,0 +1,178 @@
+//! Writing the wrapped function: the signature, attributes and body are copied through
+//! untouched; a few statements that consult the limiter go in front of the body.
+
+use crate::ast::Args;
+use crate::valid::{validate, Config, OnLimit, Source};
+use fluxrate_core::Algorithm;
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::ItemFn;
+
+pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
+    let f: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let err = syn::Error::new_spanned(
+                &item,
+                "#[rate_limit] can only be used on a function with a body",
+            )
+            .to_compile_error();
+            return quote!(#err #item);
+        }
+    };
+    let args: Args = match syn::parse2(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let err = e.to_compile_error();
+            return quote!(#err #f);
+        }
+    };
+    match validate(&args, &f) {
+        Ok(config) => expand(&config, f),
+        // Still emit the function, so the rest of the crate type-checks.
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote!(#err #f)
+        }
+    }
+}
+
+fn algorithm_path(a: Algorithm) -> TokenStream {
+    match a {
+        Algorithm::TokenBucket => quote!(::fluxrate::Algorithm::TokenBucket),
+        Algorithm::LeakyBucket => quote!(::fluxrate::Algorithm::LeakyBucket),
+        Algorithm::FixedWindow => quote!(::fluxrate::Algorithm::FixedWindow),
+        Algorithm::SlidingWindowCounter => quote!(::fluxrate::Algorithm::SlidingWindowCounter),
+        Algorithm::SlidingLog => quote!(::fluxrate::Algorithm::SlidingLog),
+    }
+}
+
+fn expand(c: &Config, f: ItemFn) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = f;
+    let is_async = sig.asyncness.is_some();
+    let keyed = c.key.is_some();
+
+    // The limiter: a lazily built static, or the user's.
+    let limiter = match &c.source {
+        Source::Limiter(expr) => quote!(let __fluxrate_limiter = &(#expr);),
+        Source::Quota {
+            calls,
+            period_ns,
+            burst,
+            algorithm,
+        } => {
+            let alg = algorithm_path(*algorithm);
+            let burst = match burst {
+                Some(b) => quote!(::core::option::Option::Some(#b)),
+                None => quote!(::core::option::Option::None),
+            };
+            let spec = quote!(::fluxrate::__private::Spec {
+                calls: #calls,
+                period_ns: #period_ns,
+                burst: #burst,
+                algorithm: #alg,
+            });
+            if keyed {
+                quote! {
+                    static __FLUXRATE_LIMITER: ::fluxrate::__private::KeyedSlot =
+                        ::fluxrate::__private::KeyedSlot::new(#spec);
+                    let __fluxrate_limiter = __FLUXRATE_LIMITER.get(__fluxrate_key);
+                }
+            } else {
+                quote! {
+                    static __FLUXRATE_LIMITER: ::fluxrate::__private::DirectSlot =
+                        ::fluxrate::__private::DirectSlot::new(#spec);
+                    let __fluxrate_limiter = __FLUXRATE_LIMITER.get();
+                }
+            }
+        }
+    };
+    let key = c.key.as_ref().map(|k| {
+        quote! {
+            let __fluxrate_key = {
+                #[allow(unused_imports)]
+                use ::fluxrate::__private::{ViaRef as _, ViaValue as _};
+                (&::fluxrate::__private::KeyRef(&(#k))).key()
+            };
+        }
+    });
+    let timeout = c
+        .timeout_ns
+        .map(|t| quote!(::core::time::Duration::from_nanos(#t)));
+
+    let check = match (c.on_limit, keyed) {
+        (OnLimit::Error, false) => quote! {
+            if let ::core::result::Result::Err(e) = __fluxrate_limiter.check() {
+                return ::core::result::Result::Err(::core::convert::From::from(e));
+            }
+        },
+        (OnLimit::Error, true) => quote! {
+            if let ::core::result::Result::Err(e) = __fluxrate_limiter.check_key(__fluxrate_key) {
+                return ::core::result::Result::Err(::core::convert::From::from(e));
+            }
+        },
+        (OnLimit::None, false) => quote! {
+            if !__fluxrate_limiter.allow() {
+                return ::core::option::Option::None;
+            }
+        },
+        (OnLimit::None, true) => quote! {
+            if !__fluxrate_limiter.allow_key(__fluxrate_key) {
+                return ::core::option::Option::None;
+            }
+        },
+        (OnLimit::Wait, keyed) => {
+            let call = match (is_async, keyed, &timeout) {
+                (false, false, Some(t)) => quote!(__fluxrate_limiter.acquire(#t)),
+                (false, true, Some(t)) => {
+                    quote!(__fluxrate_limiter.acquire_key(__fluxrate_key, #t))
+                }
+                (false, false, None) => quote!(__fluxrate_limiter.wait()),
+                (false, true, None) => quote!(__fluxrate_limiter.wait_key(__fluxrate_key)),
+                (true, false, Some(t)) => quote!({
+                    use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
+                    __fluxrate_limiter.acquire_async(#t).await
+                }),
+                (true, true, Some(t)) => quote!({
+                    use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
+                    __fluxrate_limiter.acquire_key_async(__fluxrate_key, #t).await
+                }),
+                (true, false, None) => quote!({
+                    use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
+                    __fluxrate_limiter.wait_async().await
+                }),
+                (true, true, None) => quote!({
+                    use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
+                    __fluxrate_limiter.wait_key_async(__fluxrate_key).await
+                }),
+            };
+            if timeout.is_some() {
+                quote! {
+                    if let ::core::result::Result::Err(e) = #call {
+                        return ::core::result::Result::Err(::core::convert::From::from(e));
+                    }
+                }
+            } else {
+                quote! { let _ = #call; }
+            }
+        }
+    };
+
+    let stmts = &block.stmts;
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            {
+                #key
+                #limiter
+                #check
+            }
+            #(#stmts)*
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Async waiting on tokio's timer (feature `tokio`).
+
+use crate::{
+    AcquireError, Admitted, Clock, Denied, InsufficientCapacity, NotKeyed, RateLimiter,
+    TimeoutExceeded,
+};
+use core::borrow::Borrow;
+use core::future::Future;
+use core::hash::{BuildHasher, Hash};
+use std::time::Duration;
+
+/// A [`Clock`] that follows tokio's time, including paused time in tests
+/// (`#[tokio::test(start_paused = true)]`), so that async waits are exact and instant there.
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate::{AcquireAsync, Quota, RateLimiter, TokioClock};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let limiter = RateLimiter::builder(Quota::per_second(2)).clock(TokioClock::new()).build().unwrap();
+/// let start = tokio::time::Instant::now();
+/// for _ in 0..4 {
+///     limiter.wait_async().await;
+/// }
+/// assert_eq!(start.elapsed(), Duration::from_millis(1000)); // 2 at once, then one per 500 ms
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    epoch: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock whose epoch is tokio's now (call it inside a runtime when time is paused).
+    pub fn new() -> Self {
+        Self {
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> u64 {
+        let d = tokio::time::Instant::now().saturating_duration_since(self.epoch);
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The wait loop shared by every async acquire: reserve within the time left, then sleep the
+/// reservation's delay; or sleep until the request could pass, if that is within the time left.
+/// Refused at once, consuming nothing, when the wait would exceed `timeout`.
+///
+/// Dropping the future while it sleeps on a reservation leaves that reservation consumed.
+async fn acquire_loop<C: Clock>(
+    clock: &C,
+    timeout: Duration,
+    mut reserve: impl FnMut(Duration) -> Result<Admitted, Denied>,
+) -> Result<Admitted, AcquireError> {
+    let deadline = clock.now().saturating_add(nanos(timeout));
+    loop {
+        let budget = Duration::from_nanos(deadline.saturating_sub(clock.now()));
+        match reserve(budget) {
+            Ok(a) => {
+                if !a.delay().is_zero() {
+                    tokio::time::sleep(a.delay()).await;
+                }
+                return Ok(a);
+            }
+            Err(Denied::Never(e)) => return Err(AcquireError::Never(e)),
+            Err(Denied::Limited(e)) => {
+                if e.retry_after() > budget {
+                    return Err(AcquireError::Timeout(TimeoutExceeded::new(
+                        timeout,
+                        e.retry_after(),
+                    )));
+                }
+                tokio::time::sleep(e.retry_after()).await;
+            }
+        }
+    }
+}
+
+fn unit<T>(r: Result<T, AcquireError>) -> Result<T, TimeoutExceeded> {
+    r.map_err(|e| match e {
+        AcquireError::Timeout(t) => t,
+        AcquireError::Never(e) => unreachable!("unit request refused as over capacity: {e}"),
+    })
+}
+
+fn unbounded<T>(r: Result<T, AcquireError>) -> Result<T, InsufficientCapacity> {
+    r.map_err(|e| match e {
+        AcquireError::Never(e) => e,
+        AcquireError::Timeout(t) => unreachable!("an unbounded wait timed out: {t}"),
+    })
+}
+
+/// Async waiting for direct limiters (feature `tokio`): the async counterparts of
+/// [`RateLimiter::acquire`], [`RateLimiter::acquire_n`] and [`RateLimiter::wait`]. They never
+/// block the executor: they await tokio's timer for exactly the time the limiter says.
+pub trait AcquireAsync {
+    /// Wait until one request is admitted, or fail at once (consuming nothing) if that would
+    /// take longer than `timeout`.
+    fn acquire_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Admitted, TimeoutExceeded>> + Send;
+
+    /// [`acquire_async`](Self::acquire_async) for a weight `n`.
+    fn acquire_n_async(
+        &self,
+        n: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Admitted, AcquireError>> + Send;
+
+    /// Wait until one request is admitted, however long it takes.
+    fn wait_async(&self) -> impl Future<Output = Admitted> + Send;
+
+    /// Wait until a request of weight `n` is admitted; fails at once only if `n` exceeds the
+    /// capacity.
+    fn wait_n_async(
+        &self,
+        n: u64,
+    ) -> impl Future<Output = Result<Admitted, InsufficientCapacity>> + Send;
+}
+
+impl<C, S> AcquireAsync for RateLimiter<NotKeyed, C, S>
+where
+    C: Clock,
+    S: BuildHasher + Clone + Send + Sync,
+{
+    async fn acquire_async(&self, timeout: Duration) -> Result<Admitted, TimeoutExceeded> {
+        unit(self.acquire_n_async(1, timeout).await)
+    }
+
+    async fn acquire_n_async(&self, n: u64, timeout: Duration) -> Result<Admitted, AcquireError> {
+        acquire_loop(self.clock(), timeout, |budget| self.reserve_n(n, budget)).await
+    }
+
+    async fn wait_async(&self) -> Admitted {
+        match self.wait_n_async(1).await {
+            Ok(a) => a,
+            Err(e) => unreachable!("unit request refused as over capacity: {e}"),
+        }
+    }
+
+    async fn wait_n_async(&self, n: u64) -> Result<Admitted, InsufficientCapacity> {
+        unbounded(self.acquire_n_async(n, Duration::MAX).await)
+    }
+}
+
+/// Async waiting for keyed limiters (feature `tokio`): the async counterparts of
+/// [`RateLimiter::acquire_key`] and [`RateLimiter::wait_key`].
+pub trait AcquireKeyAsync<K> {
+    /// Wait until one request for `key` is admitted, or fail at once (consuming nothing) if
+    /// that would take longer than `timeout`.
+    fn acquire_key_async<Q>(
+        &self,
+        key: &Q,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Admitted, TimeoutExceeded>> + Send
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized;
+
+    /// [`acquire_key_async`](Self::acquire_key_async) for a weight `n`.
+    fn acquire_key_n_async<Q>(
+        &self,
+        key: &Q,
+        n: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Admitted, AcquireError>> + Send
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized;
+
+    /// Wait until one request for `key` is admitted, however long it takes.
+    fn wait_key_async<Q>(&self, key: &Q) -> impl Future<Output = Admitted> + Send
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized;
+}
+
+impl<K, C, S> AcquireKeyAsync<K> for RateLimiter<K, C, S>
+where
+    K: Hash + Eq + Send + Sync,
+    C: Clock,
+    S: BuildHasher + Clone + Send + Sync,
+{
+    async fn acquire_key_async<Q>(
+        &self,
+        key: &Q,
+        timeout: Duration,
+    ) -> Result<Admitted, TimeoutExceeded>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized,
+    {
+        unit(self.acquire_key_n_async(key, 1, timeout).await)
+    }
+
+    async fn acquire_key_n_async<Q>(
+        &self,
+        key: &Q,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<Admitted, AcquireError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized,
+    {
+        acquire_loop(self.clock(), timeout, |budget| {
+            self.reserve_key_n(key, n, budget)
+        })
+        .await
+    }
+
+    async fn wait_key_async<Q>(&self, key: &Q) -> Admitted
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized,
+    {
+        match unbounded(self.acquire_key_n_async(key, 1, Duration::MAX).await) {
+            Ok(a) => a,
+            Err(e) => unreachable!("unit request refused as over capacity: {e}"),
+        }
+    }
+}
