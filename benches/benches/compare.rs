@@ -347,6 +347,65 @@ fn direct_cases(v: &mut Vec<Case>, cached: &CachedClock) {
     ));
 }
 
+static MACRO_LIMITER: std::sync::LazyLock<RateLimiter<fluxrate::NotKeyed, CachedClock>> =
+    std::sync::LazyLock::new(|| {
+        RateLimiter::builder(open_quota())
+            .clock(CachedClock::new(Duration::from_millis(1)))
+            .build()
+            .unwrap()
+    });
+
+#[fluxrate::rate_limit(limiter = MACRO_LIMITER)]
+fn limited_fn(x: u64) -> Result<u64, fluxrate::RateLimited> {
+    Ok(x)
+}
+
+#[fluxrate::rate_limit(calls = 1_000_000_000, period = 1, burst = 4_000_000_000)]
+fn limited_fn_own() -> Result<(), fluxrate::RateLimited> {
+    Ok(())
+}
+
+fn macro_cases(v: &mut Vec<Case>) {
+    let l = &*MACRO_LIMITER;
+    let mut x = 0u64;
+    v.push(case(
+        "#[rate_limit] overhead (CachedClock)",
+        "direct check() and the same work",
+        move |n| {
+            for _ in 0..n {
+                x += 1;
+                black_box(l.check().map(|_| x).is_ok());
+            }
+        },
+    ));
+    let mut x = 0u64;
+    v.push(case(
+        "#[rate_limit] overhead (CachedClock)",
+        "#[rate_limit(limiter = …)] fn",
+        move |n| {
+            for _ in 0..n {
+                x += 1;
+                black_box(limited_fn(x).is_ok());
+            }
+        },
+    ));
+    let own = direct(
+        Algorithm::TokenBucket,
+        Quota::new(1_000_000_000, Duration::from_secs(1)).with_burst(4_000_000_000),
+        MonotonicClock::new(),
+    );
+    v.push(case(
+        "#[rate_limit] overhead (MonotonicClock)",
+        "direct check()",
+        looped!(own.check().is_ok()),
+    ));
+    v.push(case(
+        "#[rate_limit] overhead (MonotonicClock)",
+        "#[rate_limit(calls, period)] fn (its own static)",
+        looped!(limited_fn_own().is_ok()),
+    ));
+}
+
 fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
     fn rr(i: &mut u64, keys: u64) -> u64 {
         *i += 1;
@@ -680,6 +739,7 @@ fn main() {
     clock_cases(&mut cases, &cached);
     direct_cases(&mut cases, &cached);
     keyed_cases(&mut cases, &cached);
+    macro_cases(&mut cases);
     // Calibrate iterations per slice.
     let iters: Vec<u64> = cases
         .iter_mut()
