@@ -1,8 +1,8 @@
 //! Procedural macros of `fluxrate`: the `#[rate_limit]` attribute.
 //!
 //! Use it through the `fluxrate` crate (`fluxrate::rate_limit`), whose documentation describes
-//! it in full. This crate only forwards to its three stages: [`ast`] parses the attribute,
-//! [`valid`] checks it (every error spanned on the offending token), [`expand`] writes the
+//! it in full. This crate only forwards to its three stages: `ast` parses the attribute,
+//! `valid` checks it (every error spanned on the offending token), `expand` writes the
 //! wrapped function, which calls the public API of `fluxrate` through `::fluxrate::__private`.
 
 mod ast;
