@@ -3,7 +3,7 @@
 //!
 //! This is the crate applications depend on. It re-exports [`fluxrate_core`] (start with
 //! [`RateLimiter`]), adds the [`rate_limit`] attribute, and, with the `tokio` feature, async
-//! waiting ([`AcquireAsync`], [`AcquireKeyAsync`], [`TokioClock`]).
+//! waiting (`AcquireAsync`, `AcquireKeyAsync`, `TokioClock`).
 //!
 //! # Example
 //!
