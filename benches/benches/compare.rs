@@ -69,16 +69,10 @@ fn case(group: &'static str, name: impl Into<String>, run: impl FnMut(u64) + 'st
     }
 }
 
-/// Never refuses: 1 per ns with a burst far beyond what a benchmark can use.
-fn open_quota() -> Quota {
-    Quota::new(1, Duration::from_nanos(1)).with_burst(u64::from(u32::MAX))
-}
-
-fn g_open_quota() -> governor::Quota {
-    governor::Quota::with_period(Duration::from_nanos(1))
-        .expect("non-zero period")
-        .allow_burst(NonZeroU32::MAX)
-}
+#[path = "common/governor.rs"]
+mod governor_quota;
+use fluxrate_benches::open_quota;
+use governor_quota::g_open as g_open_quota;
 
 /// Always refuses after the first call.
 fn closed_quota() -> Quota {

@@ -2,15 +2,12 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fluxrate::{Algorithm, CachedClock, Quota, RateLimiter};
+use fluxrate_benches::open_quota;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-fn open() -> Quota {
-    Quota::new(1, Duration::from_nanos(1)).with_burst(u64::from(u32::MAX))
-}
-
-fn g_open() -> governor::Quota {
+fn g_open_quota() -> governor::Quota {
     governor::Quota::with_period(Duration::from_nanos(1))
         .expect("non-zero period")
         .allow_burst(NonZeroU32::MAX)
@@ -20,7 +17,7 @@ fn direct(c: &mut Criterion) {
     let mut g = c.benchmark_group("direct");
     for alg in Algorithm::ALL {
         let q = match alg {
-            Algorithm::TokenBucket | Algorithm::LeakyBucket => open(),
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => open_quota(),
             _ => Quota::new(1_000, Duration::from_micros(1)),
         };
         let l = RateLimiter::builder(q).algorithm(alg).build().unwrap();
@@ -37,17 +34,20 @@ fn direct(c: &mut Criterion) {
         });
     }
     let cached = CachedClock::new(Duration::from_millis(1));
-    let l = RateLimiter::builder(open()).clock(cached).build().unwrap();
+    let l = RateLimiter::builder(open_quota())
+        .clock(cached)
+        .build()
+        .unwrap();
     g.bench_function("fluxrate/token_bucket/admit/cached_clock", |b| {
         b.iter(|| black_box(l.allow()))
     });
-    let gov = governor::RateLimiter::direct(g_open());
+    let gov = governor::RateLimiter::direct(g_open_quota());
     g.bench_function("governor/admit", |b| {
         b.iter(|| black_box(gov.check().is_ok()))
     });
     let clock = governor::clock::QuantaUpkeepClock::from_interval(Duration::from_millis(1))
         .expect("upkeep thread");
-    let gov = governor::RateLimiter::direct_with_clock(g_open(), clock);
+    let gov = governor::RateLimiter::direct_with_clock(g_open_quota(), clock);
     g.bench_function("governor/admit/upkeep_clock", |b| {
         b.iter(|| black_box(gov.check().is_ok()))
     });

@@ -1,16 +1,13 @@
 //! Criterion: keyed checks on u64 and String keys, fluxrate against governor.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fluxrate::{Quota, RateLimiter};
+use fluxrate::RateLimiter;
+use fluxrate_benches::open_quota;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-fn open() -> Quota {
-    Quota::new(1, Duration::from_nanos(1)).with_burst(u64::from(u32::MAX))
-}
-
-fn g_open() -> governor::Quota {
+fn g_open_quota() -> governor::Quota {
     governor::Quota::with_period(Duration::from_nanos(1))
         .expect("non-zero period")
         .allow_burst(NonZeroU32::MAX)
@@ -19,8 +16,11 @@ fn g_open() -> governor::Quota {
 fn keyed(c: &mut Criterion) {
     let mut g = c.benchmark_group("keyed");
     for keys in [1u64, 10_000, 1_000_000] {
-        let l = RateLimiter::builder(open()).keyed::<u64>().build().unwrap();
-        let gov = governor::RateLimiter::keyed(g_open());
+        let l = RateLimiter::builder(open_quota())
+            .keyed::<u64>()
+            .build()
+            .unwrap();
+        let gov = governor::RateLimiter::keyed(g_open_quota());
         for k in 0..keys {
             l.allow_key(&k);
             let _ = gov.check_key(&k);
@@ -41,11 +41,11 @@ fn keyed(c: &mut Criterion) {
         });
     }
     let names: Vec<String> = (0..1_000).map(|i| format!("user-{i:05}")).collect();
-    let l = RateLimiter::builder(open())
+    let l = RateLimiter::builder(open_quota())
         .keyed::<String>()
         .build()
         .unwrap();
-    let gov = governor::RateLimiter::<String, _, _>::keyed(g_open());
+    let gov = governor::RateLimiter::<String, _, _>::keyed(g_open_quota());
     for n in &names {
         l.allow_key(n.as_str());
         let _ = gov.check_key(n);
