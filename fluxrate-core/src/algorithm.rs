@@ -106,6 +106,10 @@ pub struct Admitted {
     pub(crate) remaining: u64,
     pub(crate) limit: u64,
     pub(crate) reset_after: u64,
+    /// The weight granted.
+    pub(crate) weight: u64,
+    /// GCRA: the TAT this admission left (what a cancellation compares against); 0 otherwise.
+    pub(crate) tat_after: u64,
 }
 
 impl Admitted {
@@ -135,6 +139,11 @@ impl Admitted {
     /// or the departure slot for delayed admissions.
     pub fn admitted_at(&self) -> u64 {
         self.at
+    }
+
+    /// The weight granted.
+    pub fn weight(&self) -> u64 {
+        self.weight
     }
 }
 
@@ -246,6 +255,16 @@ pub trait RateAlgorithm: Send + Sync + 'static {
     #[inline]
     fn allow(&self, state: &Self::State, now: u64, n: u64) -> bool {
         self.check(state, now, n).is_ok()
+    }
+
+    /// Give back an admission that will not be used (a reservation whose waiter went away).
+    ///
+    /// Only the GCRA algorithms can, and only if nothing was admitted after it (its TAT is still
+    /// the one it left): later admissions were placed after it and cannot move. Returns whether
+    /// the capacity was given back. The default (window algorithms) gives nothing back.
+    fn cancel(&self, state: &Self::State, admitted: &Admitted) -> bool {
+        let _ = (state, admitted);
+        false
     }
 
     /// Observe the state at `now` without changing it.

@@ -131,6 +131,8 @@ impl Gcra {
                         },
                         limit: self.b,
                         reset_after: new_tat - now,
+                        weight: n,
+                        tat_after: new_tat,
                     })
                 }
                 Err(actual) => tat = actual,
@@ -268,6 +270,10 @@ impl RateAlgorithm for TokenBucket {
             .is_ok()
     }
 
+    fn cancel(&self, state: &GcraState, admitted: &Admitted) -> bool {
+        admitted.tat_after != 0 && self.refund(state, admitted.tat_after, admitted.weight)
+    }
+
     fn peek(&self, state: &GcraState, now: u64) -> Snapshot {
         self.g.peek(state, now)
     }
@@ -379,6 +385,10 @@ impl RateAlgorithm for LeakyBucket {
         self.g
             .decide::<false>(state, now, n, u64::MAX, self.depart(now, n))
             .is_ok()
+    }
+
+    fn cancel(&self, state: &GcraState, admitted: &Admitted) -> bool {
+        admitted.tat_after != 0 && self.refund(state, admitted.tat_after, admitted.weight)
     }
 
     fn peek(&self, state: &GcraState, now: u64) -> Snapshot {

@@ -494,6 +494,8 @@ fn decide<A: RateAlgorithm>(alg: &A, state: &A::State, now: u64, n: u64) -> Atte
             remaining: s.remaining,
             limit: s.limit,
             reset_after: s.reset_after,
+            weight: 0,
+            tat_after: 0,
         });
     }
     alg.check(state, now, n)
@@ -577,6 +579,26 @@ impl<C: Clock, S: BuildHasher + Clone> RateLimiter<NotKeyed, C, S> {
             alg.reserve(&cells.direct, now, n, max_wait)
         });
         self.finish(now, n, r)
+    }
+
+    /// Give back an admission that will not be used, typically a reservation from
+    /// [`reserve_n`](Self::reserve_n) whose waiter went away. Possible for the token and leaky
+    /// buckets when nothing was admitted after it; returns whether the capacity came back.
+    ///
+    /// ```
+    /// use fluxrate_core::{ManualClock, Quota, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let l = RateLimiter::builder(Quota::per_second(1)).clock(ManualClock::new()).build()?;
+    /// l.check().unwrap();
+    /// let r = l.reserve_n(1, Duration::from_secs(5)).unwrap(); // the slot at 1 s
+    /// assert!(l.cancel(&r));
+    /// assert_eq!(l.reserve_n(1, Duration::from_secs(5)).unwrap().delay(), Duration::from_secs(1));
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
+    pub fn cancel(&self, admitted: &Admitted) -> bool {
+        dispatch!(&self.engine, |alg, cells| alg
+            .cancel(&cells.direct, admitted))
     }
 
     /// [`acquire`](Self::acquire) for a weight `n`.
@@ -797,6 +819,17 @@ where
         let r = dispatch!(&self.engine, |alg, cells| self
             .key_attempt(alg, cells, key, now, n, max_wait, true));
         self.finish(now, n, r)
+    }
+
+    /// [`cancel`](RateLimiter::cancel) for an admission of `key`.
+    pub fn cancel_key<Q>(&self, key: &Q, admitted: &Admitted) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        dispatch!(&self.engine, |alg, cells| Self::store(cells)
+            .get(key, |state| alg.cancel(state, admitted))
+            .unwrap_or(false))
     }
 
     /// [`acquire_key`](Self::acquire_key) for a weight `n`.

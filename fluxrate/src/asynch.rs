@@ -59,15 +59,32 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Gives a reservation back if the future waiting on it is dropped (cancelled).
+struct CancelOnDrop<'a> {
+    admitted: Admitted,
+    cancel: Option<&'a (dyn Fn(&Admitted) -> bool + Sync)>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel(&self.admitted);
+        }
+    }
+}
+
 /// The wait loop shared by every async acquire: reserve within the time left, then sleep the
 /// reservation's delay; or sleep until the request could pass, if that is within the time left.
 /// Refused at once, consuming nothing, when the wait would exceed `timeout`.
 ///
-/// Dropping the future while it sleeps on a reservation leaves that reservation consumed.
+/// Cancellation: if the future is dropped while it sleeps on a reservation, the reservation is
+/// given back when nothing was reserved after it (TESTING.md S5); otherwise it stays consumed,
+/// since later reservations were placed after it.
 async fn acquire_loop<C: Clock>(
     clock: &C,
     timeout: Duration,
     mut reserve: impl FnMut(Duration) -> Result<Admitted, Denied>,
+    cancel: &(dyn Fn(&Admitted) -> bool + Sync),
 ) -> Result<Admitted, AcquireError> {
     let deadline = clock.now().saturating_add(nanos(timeout));
     loop {
@@ -75,7 +92,12 @@ async fn acquire_loop<C: Clock>(
         match reserve(budget) {
             Ok(a) => {
                 if !a.delay().is_zero() {
+                    let mut guard = CancelOnDrop {
+                        admitted: a,
+                        cancel: Some(cancel),
+                    };
                     tokio::time::sleep(a.delay()).await;
+                    guard.cancel = None;
                 }
                 return Ok(a);
             }
@@ -146,7 +168,13 @@ where
     }
 
     async fn acquire_n_async(&self, n: u64, timeout: Duration) -> Result<Admitted, AcquireError> {
-        acquire_loop(self.clock(), timeout, |budget| self.reserve_n(n, budget)).await
+        acquire_loop(
+            self.clock(),
+            timeout,
+            |budget| self.reserve_n(n, budget),
+            &|a| self.cancel(a),
+        )
+        .await
     }
 
     async fn wait_async(&self) -> Admitted {
@@ -221,9 +249,12 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized,
     {
-        acquire_loop(self.clock(), timeout, |budget| {
-            self.reserve_key_n(key, n, budget)
-        })
+        acquire_loop(
+            self.clock(),
+            timeout,
+            |budget| self.reserve_key_n(key, n, budget),
+            &|a| self.cancel_key(key, a),
+        )
         .await
     }
 

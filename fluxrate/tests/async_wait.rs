@@ -145,3 +145,41 @@ async fn async_fn_with_on_limit_wait_awaits_exactly() {
     assert_eq!(per_user(1).await.unwrap(), 1);
     assert_eq!(start.elapsed(), Duration::from_secs(60));
 }
+
+/// D26 / S5: a waiter dropped while it sleeps on a reservation gives it back when nothing was
+/// reserved after it; otherwise the later reservations keep their times.
+#[tokio::test(start_paused = true)]
+async fn dropped_waiters_give_back_what_they_can() {
+    use std::sync::Arc;
+    let l = Arc::new(paused_limiter(
+        Quota::per_second(1).with_burst(1),
+        Algorithm::TokenBucket,
+    ));
+    let start = Instant::now();
+    l.acquire_async(Duration::ZERO).await.unwrap();
+
+    // The last reservation, dropped: its slot (1 s) goes to the next caller.
+    let l2 = l.clone();
+    let waiter = tokio::spawn(async move { l2.acquire_async(Duration::from_secs(10)).await });
+    tokio::task::yield_now().await;
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+    l.acquire_async(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+
+    // Two reservations (2 s and 3 s); dropping the first gives nothing back (the second is
+    // placed after it), and the second still leaves at 3 s.
+    let (la, lb) = (l.clone(), l.clone());
+    let a = tokio::spawn(async move { la.acquire_async(Duration::from_secs(10)).await });
+    tokio::task::yield_now().await;
+    let b = tokio::spawn(async move {
+        lb.acquire_async(Duration::from_secs(10)).await.unwrap();
+        Instant::now()
+    });
+    tokio::task::yield_now().await;
+    a.abort();
+    assert!(a.await.unwrap_err().is_cancelled());
+    assert_eq!(b.await.unwrap() - start, Duration::from_secs(3));
+    l.acquire_async(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(4));
+}

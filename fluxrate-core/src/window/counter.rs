@@ -296,6 +296,8 @@ impl SlidingWindowCounter {
                         } else {
                             0
                         },
+                        weight: n,
+                        tat_after: 0,
                     });
                 }
                 Err(actual) => v = actual,

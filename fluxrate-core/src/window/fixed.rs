@@ -140,6 +140,8 @@ impl FixedWindow {
                         } else {
                             0
                         },
+                        weight: n,
+                        tat_after: 0,
                     })
                 }
                 Err(actual) => v = actual,

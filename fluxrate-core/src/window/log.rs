@@ -220,6 +220,8 @@ impl SlidingLog {
                 remaining: free,
                 limit: self.limit,
                 reset_after: self.peek(state, now).reset_after,
+                weight: 0,
+                tat_after: 0,
             });
         }
         if now == u64::MAX {
@@ -236,7 +238,7 @@ impl SlidingLog {
             return match self.claim(state, now, start) {
                 Some((idx, _)) => {
                     state.hint.store(idx + 1, Ordering::Relaxed);
-                    Ok(self.admitted::<META>(state, now, idx))
+                    Ok(self.admitted::<META>(state, now, idx, 1))
                 }
                 None => Err(self.refusal::<META>(state, now, 1)),
             };
@@ -255,7 +257,7 @@ impl SlidingLog {
         if claimed.len() as u64 == n {
             let (last, _) = claimed[claimed.len() - 1];
             state.hint.store(last + 1, Ordering::Relaxed);
-            return Ok(self.admitted::<META>(state, now, last));
+            return Ok(self.admitted::<META>(state, now, last, n));
         }
         // Not enough room: give back what was taken. A slot we stamped can only have been
         // replaced since if our stamp expired for another thread, in which case it is theirs.
@@ -272,6 +274,7 @@ impl SlidingLog {
         state: &SlidingLogState,
         now: u64,
         last_idx: usize,
+        n: u64,
     ) -> Admitted {
         let newest_leaves = self.leaves_at(Self::stamp(now));
         Admitted {
@@ -284,6 +287,8 @@ impl SlidingLog {
             },
             limit: self.limit,
             reset_after: sat(newest_leaves - u128::from(now)),
+            weight: n,
+            tat_after: 0,
         }
     }
 }
