@@ -3,7 +3,8 @@
 //!
 //! This is the crate applications depend on. It re-exports [`fluxrate_core`] (start with
 //! [`RateLimiter`]), adds the [`rate_limit`] attribute, and, with the `tokio` feature, async
-//! waiting (`AcquireAsync`, `AcquireKeyAsync`, `TokioClock`).
+//! waiting (`AcquireAsync`, `AcquireKeyAsync`, `TokioClock`); with the `tower` feature, HTTP
+//! middleware (`fluxrate::http::RateLimitLayer`).
 //!
 //! # Example
 //!
@@ -33,6 +34,9 @@ pub use fluxrate_core as core;
 mod asynch;
 #[cfg(feature = "tokio")]
 pub use asynch::{AcquireAsync, AcquireKeyAsync, TokioClock};
+
+#[cfg(feature = "tower")]
+pub mod http;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -1,0 +1,340 @@
+//! The tower middleware (feature `tower`): decisions and headers through a tower service, and a
+//! real axum server on 127.0.0.1:0 queried by a real HTTP client.
+#![cfg(feature = "tower")]
+
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use axum::Router;
+use fluxrate::http::{Decision, ForwardedIp, Global, Header, PeerIp, RateLimitLayer, RequestKey};
+use fluxrate::{Quota, RateLimiter};
+use http::{HeaderName, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::{Layer, Service, ServiceExt};
+
+/// The inner service: always 200 "ok".
+#[derive(Clone)]
+struct Ok200;
+
+impl Service<Request<()>> for Ok200 {
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        std::future::ready(Ok(Response::new("ok".to_owned())))
+    }
+}
+
+fn ok_service() -> Ok200 {
+    Ok200
+}
+
+fn req_from(ip: [u8; 4]) -> Request<()> {
+    let mut r = Request::new(());
+    r.extensions_mut().insert(SocketAddr::from((ip, 4000)));
+    r
+}
+
+fn header<'a>(r: &'a Response<String>, name: &str) -> &'a str {
+    r.headers().get(name).map_or("", |v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn n_pass_then_429_with_retry_after_and_ratelimit_fields() {
+    let layer = RateLimitLayer::new()
+        .limit("per-ip", Quota::per_minute(3), PeerIp::new())
+        .unwrap()
+        .legacy_headers(true);
+    let svc = layer.layer(ok_service());
+    for remaining in [2, 1, 0] {
+        let r = svc.clone().oneshot(req_from([10, 0, 0, 1])).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "ratelimit-policy"), "\"per-ip\";q=3;w=60");
+        assert!(header(&r, "ratelimit").starts_with(&format!("\"per-ip\";r={remaining};t=")));
+        assert_eq!(header(&r, "x-ratelimit-remaining"), remaining.to_string());
+    }
+    let r = svc.clone().oneshot(req_from([10, 0, 0, 1])).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // T = 20 s: the next request may go in 20 s (rounded up to whole seconds, never 0).
+    assert_eq!(header(&r, "retry-after"), "20");
+    assert_eq!(header(&r, "ratelimit"), "\"per-ip\";r=0;t=60");
+    assert_eq!(r.body(), "Too Many Requests\n");
+    assert_eq!(
+        r.extensions()
+            .get::<Decision>()
+            .unwrap()
+            .refused_by
+            .as_deref(),
+        Some("per-ip")
+    );
+    // Another IP is independent.
+    let r = svc.clone().oneshot(req_from([10, 0, 0, 2])).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn retry_after_is_never_zero() {
+    let layer = RateLimitLayer::new()
+        .limit("fast", Quota::new(1, Duration::from_millis(100)), Global)
+        .unwrap();
+    let svc = layer.layer(ok_service());
+    assert_eq!(
+        svc.clone()
+            .oneshot(Request::new(()))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "retry-after"), "1");
+}
+
+#[tokio::test]
+async fn trusted_proxy_headers_are_used_and_spoofed_ones_ignored() {
+    let proxy: IpAddr = [10, 0, 0, 9].into();
+    let layer = RateLimitLayer::new()
+        .limit(
+            "client",
+            Quota::per_hour(1),
+            ForwardedIp::new(PeerIp::new(), [proxy], 1),
+        )
+        .unwrap();
+    let svc = layer.layer(ok_service());
+    let via_proxy = |client: &str| {
+        let mut r = req_from([10, 0, 0, 9]);
+        r.headers_mut().insert(
+            "x-forwarded-for",
+            format!("1.1.1.1, {client}").parse().unwrap(),
+        );
+        r
+    };
+    // Behind the trusted proxy, each client (the rightmost entry) has its own limit.
+    assert_eq!(
+        svc.clone()
+            .oneshot(via_proxy("203.0.113.1"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        svc.clone()
+            .oneshot(via_proxy("203.0.113.2"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        svc.clone()
+            .oneshot(via_proxy("203.0.113.1"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // From an untrusted peer the header is ignored: it cannot pick a fresh key per request.
+    for fake in ["198.51.100.1", "198.51.100.2"] {
+        let mut r = req_from([192, 0, 2, 7]);
+        r.headers_mut()
+            .insert("x-forwarded-for", fake.parse().unwrap());
+        let status = svc.clone().oneshot(r).await.unwrap().status();
+        if fake.ends_with('1') {
+            assert_eq!(status, StatusCode::OK);
+        } else {
+            assert_eq!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS,
+                "spoofed header was trusted"
+            );
+        }
+    }
+    // RFC 7239 Forwarded is read too, with IPv6 in brackets.
+    let fwd = ForwardedIp::new(PeerIp::new(), [proxy], 1);
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        "forwarded",
+        "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\""
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(
+        fwd.client(proxy, &h),
+        "2001:db8::1".parse::<IpAddr>().unwrap()
+    );
+    // Too few entries for the configured hops: the peer itself.
+    let two_hops = ForwardedIp::new(PeerIp::new(), [proxy], 3);
+    assert_eq!(two_hops.client(proxy, &h), proxy);
+}
+
+#[tokio::test]
+async fn dry_run_never_refuses_but_reports() {
+    let layer = RateLimitLayer::new()
+        .limit("g", Quota::per_hour(1), Global)
+        .unwrap()
+        .dry_run(true);
+    let svc = layer.layer(ok_service());
+    for i in 0..3 {
+        let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let d = r.extensions().get::<Decision>().unwrap();
+        assert_eq!(d.admitted, i == 0);
+        assert!(d.dry_run);
+        if i > 0 {
+            assert!(header(&r, "ratelimit").contains(";r=0;"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn several_limits_are_all_or_nothing() {
+    let per_user = Arc::new(RateLimiter::<RequestKey>::keyed(Quota::per_hour(10)).unwrap());
+    let layer = RateLimitLayer::new()
+        .limiter(
+            "user",
+            per_user.clone(),
+            Header(HeaderName::from_static("x-user")),
+        )
+        .limit("global", Quota::per_hour(2), Global)
+        .unwrap();
+    let svc = layer.layer(ok_service());
+    let as_user = |u: &str| {
+        let mut r = Request::new(());
+        r.headers_mut().insert("x-user", u.parse().unwrap());
+        r
+    };
+    assert_eq!(
+        svc.clone().oneshot(as_user("a")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        svc.clone().oneshot(as_user("b")).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let r = svc.clone().oneshot(as_user("a")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        r.extensions()
+            .get::<Decision>()
+            .unwrap()
+            .refused_by
+            .as_deref(),
+        Some("global")
+    );
+    // The refused request was not charged to user "a": still 9 of 10 left.
+    let key = RequestKey::Text("a".into());
+    assert_eq!(per_user.peek_key(&key).remaining(), 9);
+    // Both fields list both limits.
+    assert_eq!(
+        header(&r, "ratelimit-policy"),
+        "\"user\";q=10;w=3600, \"global\";q=2;w=3600"
+    );
+}
+
+#[tokio::test]
+async fn exemptions_and_costs() {
+    let layer = RateLimitLayer::new()
+        .limit("g", Quota::per_hour(10), Global)
+        .unwrap()
+        .exempt(|r| r.uri.path() == "/health")
+        .cost(|r| if r.method == http::Method::POST { 4 } else { 1 });
+    let svc = layer.layer(ok_service());
+    for _ in 0..20 {
+        let r = Request::get("/health").body(()).unwrap();
+        let resp = svc.clone().oneshot(r).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers().get("ratelimit").is_none(),
+            "exempt requests are not counted"
+        );
+    }
+    let post = || Request::post("/x").body(()).unwrap();
+    assert_eq!(
+        svc.clone().oneshot(post()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        svc.clone().oneshot(post()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let r = svc.clone().oneshot(post()).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "2 of 10 left, a POST costs 4"
+    );
+    let r = svc
+        .clone()
+        .oneshot(Request::get("/x").body(()).unwrap())
+        .await
+        .unwrap();
+    // 9 of 10 used, one back every 360 s: full again in 3,240 s.
+    assert_eq!(header(&r, "ratelimit"), "\"g\";r=1;t=3240");
+}
+
+/// A real axum server on a free loopback port, per-IP and global limits, a real HTTP client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_server_end_to_end() {
+    let layer = RateLimitLayer::new()
+        .limit(
+            "per-ip",
+            Quota::per_minute(2),
+            PeerIp::from_extension(|c: &ConnectInfo<SocketAddr>| c.0.ip()),
+        )
+        .unwrap()
+        .limit("global", Quota::per_minute(100), Global)
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let resp = client
+            .get(format!("http://{addr}/").parse().unwrap())
+            .await
+            .unwrap();
+        statuses.push(resp.status());
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        last = Some((headers, body));
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let (headers, body) = last.unwrap();
+    assert_eq!(headers["retry-after"], "30");
+    assert_eq!(headers["ratelimit-policy"], "\"per-ip\";q=2;w=60");
+    assert_eq!(&body[..], b"Too Many Requests\n");
+    server.abort();
+}
