@@ -285,18 +285,8 @@ async fn exemptions_and_costs() {
     assert_eq!(header(&r, "ratelimit"), "\"g\";r=1;t=3240");
 }
 
-/// A real axum server on a free loopback port, per-IP and global limits, a real HTTP client.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn axum_server_end_to_end() {
-    let layer = RateLimitLayer::new()
-        .limit(
-            "per-ip",
-            Quota::per_minute(2),
-            PeerIp::from_extension(|c: &ConnectInfo<SocketAddr>| c.0.ip()),
-        )
-        .unwrap()
-        .limit("global", Quota::per_minute(100), Global)
-        .unwrap();
+/// Serve `layer` around a one-route axum app on a free loopback port.
+async fn serve(layer: RateLimitLayer) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
         .layer(layer);
@@ -310,18 +300,53 @@ async fn axum_server_end_to_end() {
         .await
         .unwrap();
     });
+    (addr, server)
+}
+
+/// A real HTTP/1.1 request with extra headers; the status, headers and body.
+async fn get_with(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, Vec<u8>) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<bytes::Bytes>>();
+    let mut req = Request::get(format!("http://{addr}/"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+fn connect_info() -> PeerIp {
+    PeerIp::from_extension(|c: &ConnectInfo<SocketAddr>| c.0.ip())
+}
+
+/// A real axum server on a free loopback port, per-IP and global limits, a real HTTP client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_server_end_to_end() {
+    let layer = RateLimitLayer::new()
+        .limit("per-ip", Quota::per_minute(2), connect_info())
+        .unwrap()
+        .limit("global", Quota::per_minute(100), Global)
+        .unwrap();
+    let (addr, server) = serve(layer).await;
     let mut statuses = Vec::new();
     let mut last = None;
     for _ in 0..3 {
-        let resp = client
-            .get(format!("http://{addr}/").parse().unwrap())
-            .await
-            .unwrap();
-        statuses.push(resp.status());
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let (status, headers, body) = get_with(addr, &[]).await;
+        statuses.push(status);
         last = Some((headers, body));
     }
     assert_eq!(
@@ -335,6 +360,84 @@ async fn axum_server_end_to_end() {
     let (headers, body) = last.unwrap();
     assert_eq!(headers["retry-after"], "30");
     assert_eq!(headers["ratelimit-policy"], "\"per-ip\";q=2;w=60");
+    assert_eq!(headers["ratelimit"], "\"per-ip\";r=0;t=60");
     assert_eq!(&body[..], b"Too Many Requests\n");
+    server.abort();
+}
+
+/// Through a real server: clients behind a trusted proxy (here the loopback peer) are told
+/// apart by `X-Forwarded-For`; from an untrusted peer the same header is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_trusted_proxy_and_spoofing() {
+    let loopback: IpAddr = [127, 0, 0, 1].into();
+    let trusting = RateLimitLayer::new()
+        .limit(
+            "client",
+            Quota::per_hour(1),
+            ForwardedIp::new(connect_info(), [loopback], 1),
+        )
+        .unwrap();
+    let (addr, server) = serve(trusting).await;
+    let xff = |ip| [("x-forwarded-for", ip)];
+    assert_eq!(get_with(addr, &xff("203.0.113.1")).await.0, StatusCode::OK);
+    assert_eq!(get_with(addr, &xff("203.0.113.2")).await.0, StatusCode::OK);
+    assert_eq!(
+        get_with(addr, &xff("203.0.113.1")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    server.abort();
+
+    let other_proxy: IpAddr = [10, 9, 9, 9].into();
+    let untrusting = RateLimitLayer::new()
+        .limit(
+            "client",
+            Quota::per_hour(1),
+            ForwardedIp::new(connect_info(), [other_proxy], 1),
+        )
+        .unwrap();
+    let (addr, server) = serve(untrusting).await;
+    assert_eq!(get_with(addr, &xff("198.51.100.1")).await.0, StatusCode::OK);
+    assert_eq!(
+        get_with(addr, &xff("198.51.100.2")).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a spoofed header from an untrusted peer chose a fresh key"
+    );
+    server.abort();
+}
+
+/// Through a real server: dry-run never refuses; two limits are all-or-nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_dry_run_and_all_or_nothing() {
+    let dry = RateLimitLayer::new()
+        .limit("g", Quota::per_hour(1), Global)
+        .unwrap()
+        .dry_run(true);
+    let (addr, server) = serve(dry).await;
+    for _ in 0..3 {
+        let (status, headers, _) = get_with(addr, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.contains_key("ratelimit"));
+    }
+    server.abort();
+
+    let per_user = Arc::new(RateLimiter::<RequestKey>::keyed(Quota::per_hour(5)).unwrap());
+    let both = RateLimitLayer::new()
+        .limiter(
+            "user",
+            per_user.clone(),
+            Header(HeaderName::from_static("x-user")),
+        )
+        .limit("global", Quota::per_hour(1), Global)
+        .unwrap();
+    let (addr, server) = serve(both).await;
+    assert_eq!(get_with(addr, &[("x-user", "a")]).await.0, StatusCode::OK);
+    assert_eq!(
+        get_with(addr, &[("x-user", "a")]).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        per_user.peek_key(&RequestKey::Text("a".into())).remaining(),
+        4
+    );
     server.abort();
 }
