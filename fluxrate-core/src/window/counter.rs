@@ -153,7 +153,13 @@ impl SlidingWindowCounter {
 
     #[inline]
     fn view(&self, v: u64, now: u64) -> View {
-        let k_now = now / self.w;
+        self.view_in(v, now / self.w, now)
+    }
+
+    /// [`view`](Self::view) with the reader's window index `k_now = now / W` already known
+    /// (one division per decision).
+    #[inline]
+    fn view_in(&self, v: u64, k_now: u64, now: u64) -> View {
         let e = now - k_now * self.w;
         let ks = v >> (2 * self.cb);
         let prev = (v >> self.cb) & self.cmask();
@@ -198,8 +204,7 @@ impl SlidingWindowCounter {
     /// Also raises `latest` when this reader is the first in a new window. Must run after the
     /// state word was loaded, so that it sees every window published by that word.
     #[inline]
-    fn stale_reader(&self, now: u64) -> Option<Refusal> {
-        let k_now = now / self.w;
+    fn stale_reader(&self, k_now: u64, now: u64) -> Option<Refusal> {
         let latest = self.latest.load(Ordering::Acquire);
         if k_now > latest {
             self.latest.fetch_max(k_now, Ordering::AcqRel);
@@ -260,12 +265,13 @@ impl SlidingWindowCounter {
         if n > self.limit {
             return Err(Refusal::Never);
         }
+        let k_now = now / self.w;
         let mut v = state.v.load(Ordering::Acquire);
         loop {
-            if let Some(refusal) = self.stale_reader(now) {
+            if let Some(refusal) = self.stale_reader(k_now, now) {
                 return Err(refusal);
             }
-            let view = self.view(v, now);
+            let view = self.view_in(v, k_now, now);
             if !self.fits(&view, n) {
                 if !META {
                     return Err(Refusal::Limited {
