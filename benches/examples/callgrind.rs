@@ -1,0 +1,97 @@
+//! A fixed workload per contender, for instruction counts under callgrind (reproducible on a
+//! noisy machine, unlike timings):
+//!
+//! ```text
+//! cargo build --release -p fluxrate-benches --example callgrind
+//! valgrind --tool=callgrind target/release/examples/callgrind flux_tb   # or: flux_fixed, flux_swc,
+//!                                                                        # flux_keyed, gov, gov_keyed, empty
+//! ```
+//!
+//! Each runs 1,000,000 checks with a fake clock (so the clock read does not dominate); subtract
+//! `empty` and divide by 10⁶ for instructions per check.
+
+use fluxrate::{Algorithm, ManualClock, Quota, RateLimiter};
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+const N: u64 = 1_000_000;
+
+fn main() {
+    let which = std::env::args().nth(1).unwrap_or_default();
+    let open = Quota::new(1, Duration::from_nanos(1)).with_burst(u64::from(u32::MAX));
+    match which.as_str() {
+        "flux_tb" => {
+            let l = RateLimiter::builder(open)
+                .clock(ManualClock::new())
+                .stats(false)
+                .build()
+                .unwrap();
+            for _ in 0..N {
+                black_box(l.allow());
+            }
+        }
+        "flux_swc" => {
+            let l = RateLimiter::builder(Quota::new(1_000_000, Duration::from_secs(1)))
+                .algorithm(Algorithm::SlidingWindowCounter)
+                .clock(ManualClock::new())
+                .stats(false)
+                .build()
+                .unwrap();
+            for _ in 0..N {
+                black_box(l.allow());
+            }
+        }
+        "flux_fixed" => {
+            let l = RateLimiter::builder(Quota::new(1_000_000, Duration::from_secs(1)))
+                .algorithm(Algorithm::FixedWindow)
+                .clock(ManualClock::new())
+                .stats(false)
+                .build()
+                .unwrap();
+            for _ in 0..N {
+                black_box(l.allow());
+            }
+        }
+        "flux_keyed" => {
+            let l = RateLimiter::builder(open)
+                .clock(ManualClock::new())
+                .stats(false)
+                .keyed::<u64>()
+                .build()
+                .unwrap();
+            for i in 0..N {
+                black_box(l.allow_key(&(i % 1000)));
+            }
+        }
+        "gov" => {
+            let q = governor::Quota::with_period(Duration::from_nanos(1))
+                .unwrap()
+                .allow_burst(NonZeroU32::MAX);
+            let g = governor::RateLimiter::direct_with_clock(
+                q,
+                governor::clock::FakeRelativeClock::default(),
+            );
+            for _ in 0..N {
+                black_box(g.check().is_ok());
+            }
+        }
+        "gov_keyed" => {
+            let q = governor::Quota::with_period(Duration::from_nanos(1))
+                .unwrap()
+                .allow_burst(NonZeroU32::MAX);
+            let g = governor::RateLimiter::dashmap_with_clock(
+                q,
+                governor::clock::FakeRelativeClock::default(),
+            );
+            for i in 0..N {
+                black_box(g.check_key(&(i % 1000)).is_ok());
+            }
+        }
+        "empty" => {}
+        other => {
+            eprintln!("unknown workload {other:?}: flux_tb, flux_swc, flux_fixed, flux_keyed, gov, gov_keyed, empty");
+            std::process::exit(2);
+        }
+    }
+}
