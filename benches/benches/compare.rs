@@ -400,6 +400,31 @@ fn macro_cases(v: &mut Vec<Case>) {
     ));
 }
 
+/// `keys` u64 keys round-robin on a keyed limiter with `hasher`.
+fn keyed_with_hasher<S>(group: &'static str, name: &str, hasher: S, keys: u64) -> Case
+where
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    let l = RateLimiter::builder(open_quota())
+        .keyed::<u64>()
+        .hasher(hasher)
+        .build()
+        .unwrap();
+    for k in 0..keys {
+        l.allow_key(&k);
+    }
+    let mut i = 0u64;
+    case(group, name, move |n| {
+        for _ in 0..n {
+            i += 1;
+            if i >= keys {
+                i = 0;
+            }
+            black_box(l.allow_key(&i));
+        }
+    })
+}
+
 fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
     fn rr(i: &mut u64, keys: u64) -> u64 {
         *i += 1;
@@ -475,41 +500,17 @@ fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
             },
         ));
         if keys == 10_000 {
-            let l = RateLimiter::builder(open_quota())
-                .keyed::<u64>()
-                .hasher(RandomState::new())
-                .build()
-                .unwrap();
-            for k in 0..keys {
-                l.allow_key(&k);
-            }
-            let mut i = 0;
-            v.push(case(
+            v.push(keyed_with_hasher(
                 group,
                 "fluxrate allow_key, SipHash instead of foldhash",
-                move |n| {
-                    for _ in 0..n {
-                        black_box(l.allow_key(&rr(&mut i, keys)));
-                    }
-                },
+                RandomState::new(),
+                keys,
             ));
-            let l = RateLimiter::builder(open_quota())
-                .keyed::<u64>()
-                .hasher(ConstantHasher)
-                .build()
-                .unwrap();
-            for k in 0..keys {
-                l.allow_key(&k);
-            }
-            let mut i = 0;
-            v.push(case(
+            v.push(keyed_with_hasher(
                 group,
                 "fluxrate allow_key, constant hash (a flooded table)",
-                move |n| {
-                    for _ in 0..n {
-                        black_box(l.allow_key(&rr(&mut i, keys)));
-                    }
-                },
+                ConstantHasher,
+                keys,
             ));
         }
     }

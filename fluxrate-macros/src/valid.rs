@@ -112,28 +112,36 @@ fn list(options: &[&str]) -> String {
         .join(", ")
 }
 
+/// An integer literal as a u64.
+fn lit_u64(name: &str, i: &syn::LitInt, errors: &mut Errors) -> Option<u64> {
+    match i.base10_parse::<u64>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            errors.push(i.span(), format!("`{name}` does not fit in a u64"));
+            None
+        }
+    }
+}
+
+/// Any other expression: a negative number, or not what `name` takes (`expected`).
+fn reject<T>(name: &str, e: &Expr, expected: &str, errors: &mut Errors) -> Option<T> {
+    let msg = match e {
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_), ..
+        }) => format!("`{name}` must not be negative"),
+        _ => format!("`{name}` must be {expected}"),
+    };
+    errors.push(e.span(), msg);
+    None
+}
+
 /// A non-negative integer literal.
 fn int(name: &str, e: &Expr, errors: &mut Errors) -> Option<u64> {
     match e {
         Expr::Lit(ExprLit {
             lit: Lit::Int(i), ..
-        }) => match i.base10_parse::<u64>() {
-            Ok(v) => Some(v),
-            Err(_) => {
-                errors.push(i.span(), format!("`{name}` does not fit in a u64"));
-                None
-            }
-        },
-        Expr::Unary(ExprUnary {
-            op: UnOp::Neg(_), ..
-        }) => {
-            errors.push(e.span(), format!("`{name}` must not be negative"));
-            None
-        }
-        _ => {
-            errors.push(e.span(), format!("`{name}` must be an integer literal"));
-            None
-        }
+        }) => lit_u64(name, i, errors),
+        _ => reject(name, e, "an integer literal", errors),
     }
 }
 
@@ -142,13 +150,7 @@ fn duration(name: &str, e: &Expr, errors: &mut Errors) -> Option<Duration> {
     match e {
         Expr::Lit(ExprLit {
             lit: Lit::Int(i), ..
-        }) => match i.base10_parse::<u64>() {
-            Ok(v) => Some(Duration::from_secs(v)),
-            Err(_) => {
-                errors.push(i.span(), format!("`{name}` does not fit in a u64"));
-                None
-            }
-        },
+        }) => lit_u64(name, i, errors).map(Duration::from_secs),
         Expr::Lit(ExprLit {
             lit: Lit::Float(f), ..
         }) => {
@@ -185,21 +187,12 @@ fn duration(name: &str, e: &Expr, errors: &mut Errors) -> Option<Duration> {
                 None
             }
         },
-        Expr::Unary(ExprUnary {
-            op: UnOp::Neg(_), ..
-        }) => {
-            errors.push(e.span(), format!("`{name}` must not be negative"));
-            None
-        }
-        _ => {
-            errors.push(
-                e.span(),
-                format!(
-                    "`{name}` must be a number of seconds or a duration string such as \"500ms\""
-                ),
-            );
-            None
-        }
+        _ => reject(
+            name,
+            e,
+            "a number of seconds or a duration string such as \"500ms\"",
+            errors,
+        ),
     }
 }
 
