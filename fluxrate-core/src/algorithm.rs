@@ -113,6 +113,37 @@ pub struct Admitted {
 }
 
 impl Admitted {
+    /// An admission decided by a remote backend (fluxrate's Redis limiter); times are
+    /// nanoseconds on that backend's clock. Not for general use.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_remote(
+        at: u64,
+        delay: u64,
+        remaining: u64,
+        limit: u64,
+        reset_after: u64,
+        weight: u64,
+        tat_after: u64,
+    ) -> Self {
+        Self {
+            at,
+            delay,
+            remaining,
+            limit,
+            reset_after,
+            weight,
+            tat_after,
+        }
+    }
+
+    /// The state this admission left (the TAT of the token and leaky buckets, 0 otherwise),
+    /// as a remote backend needs it to give the admission back. Not for general use.
+    #[doc(hidden)]
+    pub fn tat_after(&self) -> u64 {
+        self.tat_after
+    }
+
     /// How long the caller must wait before acting: zero for immediate admission; the queue
     /// delay for the leaky bucket and for reservations made by a blocking acquire. A blocking
     /// acquire has already waited it when it returns.
@@ -175,6 +206,25 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot taken by a remote backend (fluxrate's Redis limiter); times are nanoseconds
+    /// on that backend's clock. Not for general use.
+    #[doc(hidden)]
+    pub fn from_remote(
+        at: u64,
+        remaining: u64,
+        limit: u64,
+        retry_after: u64,
+        reset_after: u64,
+    ) -> Self {
+        Self {
+            at,
+            remaining,
+            limit,
+            retry_after,
+            reset_after,
+        }
+    }
+
     /// How many unit requests would be admitted right now (Python: `available`).
     pub fn remaining(&self) -> u64 {
         self.remaining

@@ -134,6 +134,18 @@ pub struct RateLimited {
 }
 
 impl RateLimited {
+    /// A refusal decided by a remote backend (fluxrate's Redis limiter); times are nanoseconds
+    /// on that backend's clock. Not for general use.
+    #[doc(hidden)]
+    pub fn from_remote(at: u64, retry_after: u64, limit: u64, reset_after: u64) -> Self {
+        Self {
+            at,
+            retry_after,
+            limit,
+            reset_after,
+        }
+    }
+
     /// How long to wait before the same request can succeed (if nothing else consumes first).
     pub fn retry_after(&self) -> Duration {
         Duration::from_nanos(self.retry_after)
@@ -191,6 +203,14 @@ pub struct InsufficientCapacity {
 }
 
 impl InsufficientCapacity {
+    /// A request of `requested` against a limit of `capacity` (`requested > capacity`).
+    pub fn new(requested: u64, capacity: u64) -> Self {
+        Self {
+            requested,
+            capacity,
+        }
+    }
+
     /// The weight that was requested.
     pub fn requested(&self) -> u64 {
         self.requested

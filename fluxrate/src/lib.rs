@@ -38,6 +38,9 @@ pub use asynch::{AcquireAsync, AcquireKeyAsync, TokioClock};
 #[cfg(feature = "tower")]
 pub mod http;
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;

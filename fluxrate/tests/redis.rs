@@ -1,0 +1,855 @@
+//! The Redis backend against real `redis-server` processes (TESTING.md F31–F37).
+
+mod redis_support;
+
+use fluxrate::redis::{
+    BackendOptions, DecidedBy, FailureClass, FailurePolicy, InvalidInput, ManualTime, RedisBackend,
+    RedisConfigError, RedisDenied, RedisRateLimiter, TimeSource,
+};
+use fluxrate::{Admitted, Algorithm, Denied, ManualClock, Quota, RateLimiter};
+use redis_support::{available, Cluster, Server};
+use std::time::{Duration, Instant};
+
+/// A realistic "now": 2027 in microseconds since the UNIX epoch.
+const EPOCH_US: u64 = 1_800_000_000_000_000;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn manual(
+    backend: &RedisBackend,
+    id: &str,
+    quota: Quota,
+    alg: Algorithm,
+    t: &ManualTime,
+) -> RedisRateLimiter {
+    RedisRateLimiter::builder(backend, id, quota)
+        .algorithm(alg)
+        .time(TimeSource::Manual(t.clone()))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// The in-process result in the Redis limiter's terms: the script works in whole
+/// microseconds, so a retry time the core computes in nanoseconds (the sliding window
+/// counter's) is rounded up to the microsecond. Everything else must match exactly.
+fn local_result(r: Result<Admitted, Denied>) -> Result<Admitted, RedisDenied> {
+    r.map_err(|d| match d {
+        Denied::Limited(l) => {
+            let retry = (l.retry_after().as_nanos() as u64).div_ceil(1000) * 1000;
+            RedisDenied::Limited(fluxrate::RateLimited::from_remote(
+                l.decided_at(),
+                retry,
+                l.limit(),
+                l.reset_after().as_nanos() as u64,
+            ))
+        }
+        Denied::Never(e) => RedisDenied::Never(e),
+    })
+}
+
+/// F31: the same traces give the same decisions (and the same numbers) as the in-process core,
+/// for every algorithm, with the time override. Token bucket, leaky bucket and fixed window
+/// also get backward clock jumps; the window estimators are compared on monotone time (where
+/// the core's per-process guard against stale threads does not apply).
+#[test]
+fn conformance_with_the_in_process_core() {
+    if !available("conformance_with_the_in_process_core") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let mut total = 0;
+        for (qi, quota) in [
+            Quota::new(4, Duration::from_millis(1)),
+            Quota::new(3, Duration::from_millis(6)).with_burst(5),
+            Quota::new(10, Duration::from_secs(1)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for alg in Algorithm::ALL {
+                let backward = matches!(
+                    alg,
+                    Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::FixedWindow
+                );
+                let clock = ManualClock::new();
+                let local = RateLimiter::builder(quota)
+                    .algorithm(alg)
+                    .clock(clock.clone())
+                    .build()
+                    .unwrap();
+                let time = ManualTime::new(EPOCH_US);
+                let remote = manual(&backend, &format!("conf{qi}"), quota, alg, &time);
+                let cap = remote.capacity();
+                let period_us = quota.period().as_micros() as u64;
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (qi as u64 * 31 + alg as u64));
+                let mut now = EPOCH_US;
+                let key = format!("trace-{qi}-{alg}");
+                for step in 0..300 {
+                    now = match rng.below(10) {
+                        0 if backward => now.saturating_sub(rng.below(period_us)),
+                        0..=4 => now,
+                        5..=7 => now + rng.below(period_us / 4 + 1),
+                        _ => now + rng.below(2 * period_us + 1),
+                    };
+                    time.set(now);
+                    clock.set(now * 1000);
+                    if rng.below(8) == 0 {
+                        let p = local.peek();
+                        let want = fluxrate::Snapshot::from_remote(
+                            p.taken_at(),
+                            p.remaining(),
+                            p.limit(),
+                            (p.retry_after().as_nanos() as u64).div_ceil(1000) * 1000,
+                            p.reset_after().as_nanos() as u64,
+                        );
+                        let got = remote.peek_key(&key).await.unwrap();
+                        assert_eq!(got, want, "{alg} {quota} step {step}: peek at {now}");
+                        continue;
+                    }
+                    let n = match rng.below(10) {
+                        0 => 0,
+                        1 => cap + 1,
+                        2 => rng.below(cap) + 1,
+                        _ => 1,
+                    };
+                    let want = local_result(local.check_n(n));
+                    let got = remote.check_key_n(&key, n).await;
+                    assert_eq!(
+                        got, want,
+                        "{alg} {quota} step {step}: check_n({n}) at {now}"
+                    );
+                    total += 1;
+                }
+            }
+        }
+        eprintln!("conformance: {total} decisions, 0 mismatches");
+    });
+}
+
+/// F32: integer microseconds survive the script exactly at today's epoch values; a
+/// nanosecond timestamp is refused before anything is sent.
+#[test]
+fn precision_and_time_range() {
+    if !available("precision_and_time_range") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let time = ManualTime::new(EPOCH_US + 123_457);
+        let quota = Quota::new(1, Duration::from_micros(7)).with_burst(3);
+        let l = manual(&backend, "precise", quota, Algorithm::TokenBucket, &time);
+        let a = l.check_key("p").await.unwrap();
+        assert_eq!(a.admitted_at(), (EPOCH_US + 123_457) * 1000);
+        let stored = server.cli(&[
+            "GET",
+            std::str::from_utf8(&l.state_key("p").unwrap()).unwrap(),
+        ]);
+        assert_eq!(
+            stored,
+            (EPOCH_US + 123_457 + 7).to_string(),
+            "TAT round trip"
+        );
+        time.set(1_800_000_000_000_000_000); // nanoseconds, by mistake
+        let err = l.check_key("p").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RedisDenied::Invalid(InvalidInput::TimeOutOfRange { .. })
+            ),
+            "{err:?}"
+        );
+    });
+}
+
+#[test]
+fn configuration_errors_are_typed() {
+    if !available("configuration_errors_are_typed") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let b = RedisBackend::connect(&server.url()).await.unwrap();
+        let build = |id: &str, q: Quota, a: Algorithm| {
+            RedisRateLimiter::builder(&b, id, q)
+                .algorithm(a)
+                .build()
+                .map(|_| ())
+        };
+        let tb = Algorithm::TokenBucket;
+        assert!(matches!(
+            build("x", Quota::per_second(0), tb),
+            Err(RedisConfigError::Quota(_))
+        ));
+        assert!(matches!(
+            build("a:b", Quota::per_second(1), tb),
+            Err(RedisConfigError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            build("x", Quota::new(1, Duration::from_nanos(1500)), tb),
+            Err(RedisConfigError::NotMicroseconds { .. })
+        ));
+        assert!(matches!(
+            build("x", Quota::new(2_000_000, Duration::from_secs(1)), tb),
+            Err(RedisConfigError::TooFast { .. })
+        ));
+        assert!(matches!(
+            build("x", Quota::per_day(1).with_burst(1 << 17), tb),
+            Err(RedisConfigError::NotRepresentable { .. })
+        ));
+        assert!(matches!(
+            build(
+                "x",
+                Quota::new(1 << 20, Duration::from_secs(3600 * 24 * 365)),
+                Algorithm::FixedWindow
+            ),
+            Err(RedisConfigError::NotRepresentable { .. })
+        ));
+        let share = RedisRateLimiter::builder(&b, "x", Quota::per_second(3))
+            .on_failure(FailurePolicy::FailLocal { share: 0.1 })
+            .build();
+        assert!(matches!(share, Err(RedisConfigError::InvalidShare { .. })));
+        let l = RedisRateLimiter::builder(&b, "x", Quota::per_second(3))
+            .max_key_len(8)
+            .build()
+            .unwrap();
+        let err = l.check_key("123456789").await.unwrap_err();
+        assert_eq!(
+            err,
+            RedisDenied::Invalid(InvalidInput::KeyTooLong { len: 9, max: 8 })
+        );
+        assert_eq!(b.commands_sent(), 0, "nothing is sent for invalid input");
+        assert!(matches!(
+            l.check_key_n("k", 4).await,
+            Err(RedisDenied::Never(_))
+        ));
+    });
+}
+
+fn pttl(server: &Server, key: &[u8]) -> i64 {
+    server
+        .cli(&["PTTL", std::str::from_utf8(key).unwrap()])
+        .parse()
+        .unwrap()
+}
+
+/// F33: each key's TTL is what its state needs (never shorter: an early expiry re-opens a
+/// burst; and in milliseconds, not seconds), and after a flood every key expires.
+#[test]
+fn ttls_are_exact_and_a_flood_expires() {
+    if !available("ttls_are_exact_and_a_flood_expires") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        // One call per 100 ms with a burst of 10: after 10 calls the state needs ~1 s, ten
+        // times the emission interval (the "TTL = period" mutant would give 100 ms).
+        let cases = [
+            (
+                Algorithm::TokenBucket,
+                Quota::new(1, Duration::from_millis(100)).with_burst(10),
+                10,
+                1000,
+            ),
+            (
+                Algorithm::LeakyBucket,
+                Quota::new(1, Duration::from_millis(100)).with_burst(10),
+                10,
+                1000,
+            ),
+            (
+                Algorithm::FixedWindow,
+                Quota::new(10, Duration::from_secs(3)),
+                3,
+                3000,
+            ),
+            (
+                Algorithm::SlidingWindowCounter,
+                Quota::new(10, Duration::from_secs(2)),
+                3,
+                6000,
+            ),
+            (
+                Algorithm::SlidingLog,
+                Quota::new(10, Duration::from_secs(2)),
+                3,
+                2000,
+            ),
+        ];
+        for (alg, quota, calls, max_ms) in cases {
+            let l = RedisRateLimiter::builder(&backend, "ttl", quota)
+                .algorithm(alg)
+                .build()
+                .unwrap();
+            let mut last = None;
+            for _ in 0..calls {
+                last = Some(l.check_key("subject").await.unwrap());
+            }
+            let a = last.unwrap();
+            let ttl = pttl(&server, &l.state_key("subject").unwrap());
+            let needs = a.reset_after().as_millis() as i64;
+            assert!(
+                ttl > 0 && ttl <= max_ms,
+                "{alg}: PTTL {ttl} ms outside (0, {max_ms}]"
+            );
+            assert!(
+                ttl + 50 >= needs,
+                "{alg}: PTTL {ttl} ms shorter than the state needs ({needs} ms)"
+            );
+            if alg == Algorithm::TokenBucket {
+                assert!(ttl >= 900, "burst 10 × 100 ms needs ~1 s, got {ttl} ms");
+            }
+        }
+        server.cli(&["FLUSHALL"]);
+        // The flood: 20,000 subjects, 200 ms windows, 64 requests in flight.
+        let l =
+            RedisRateLimiter::builder(&backend, "flood", Quota::new(5, Duration::from_millis(200)))
+                .algorithm(Algorithm::SlidingLog)
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for t in 0..64u64 {
+            let l = l.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (t..20_000).step_by(64) {
+                    l.check_key(&i).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let peak = server.dbsize();
+        assert!(peak > 10_000, "the flood created keys: {peak}");
+        let flood = start.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut size = peak;
+        while size > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            size = server.dbsize();
+        }
+        eprintln!(
+            "flood: 20,000 subjects in {flood:?}, peak DBSIZE {peak}, 0 after {:?}",
+            start.elapsed() - flood
+        );
+        assert_eq!(size, 0, "every key expires");
+    });
+}
+
+/// F34: after SCRIPT FLUSH the script is sent again exactly once and the state advances exactly
+/// once; after `kill -9` and a restart on the same port the limiter recovers on its own.
+#[test]
+fn noscript_reloads_once_and_restart_recovers() {
+    if !available("noscript_reloads_once_and_restart_recovers") {
+        return;
+    }
+    let mut server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let time = ManualTime::new(EPOCH_US);
+        let l = manual(
+            &backend,
+            "reload",
+            Quota::new(1, Duration::from_millis(10)).with_burst(100),
+            Algorithm::TokenBucket,
+            &time,
+        );
+        l.check_key("k").await.unwrap();
+        let key = l.state_key("k").unwrap();
+        let key = std::str::from_utf8(&key).unwrap();
+        assert_eq!(server.cli(&["GET", key]), (EPOCH_US + 10_000).to_string());
+        // The fresh server had no script either: one reload already.
+        assert_eq!(backend.script_reloads(), 1);
+        assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
+        assert_eq!(
+            server.cli(&["SCRIPT", "EXISTS", backend.script_hash()]),
+            "0",
+            "flushed"
+        );
+        let (sha0, eval0) = (
+            server.command_calls("evalsha"),
+            server.command_calls("eval"),
+        );
+        l.check_key("k").await.unwrap();
+        assert_eq!(
+            server.command_calls("evalsha") - sha0,
+            1,
+            "one EVALSHA (NOSCRIPT)"
+        );
+        assert_eq!(server.command_calls("eval") - eval0, 1, "exactly one EVAL");
+        assert_eq!(backend.script_reloads(), 2);
+        assert_eq!(
+            server.cli(&["GET", key]),
+            (EPOCH_US + 20_000).to_string(),
+            "advanced once"
+        );
+        l.check_key("k").await.unwrap();
+        assert_eq!(backend.script_reloads(), 2, "cached again");
+
+        server.kill9();
+        server.restart();
+        let mut outcomes = Vec::new();
+        let start = Instant::now();
+        loop {
+            let d = l.decide_key_n("k", 1).await;
+            let ok = d.decided_by == DecidedBy::Redis;
+            outcomes.push(d.decided_by);
+            if ok {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no recovery: {outcomes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            backend.script_reloads(),
+            3,
+            "the restarted server had no script"
+        );
+        eprintln!(
+            "restart: recovered after {:?}; decisions while reconnecting: {outcomes:?}",
+            start.elapsed()
+        );
+    });
+}
+
+/// F35 (down): each failure policy does what it says while the server is dead, the breaker
+/// opens, and no decision waits longer than its budget.
+#[test]
+fn failure_policies_when_redis_is_down() {
+    if !available("failure_policies_when_redis_is_down") {
+        return;
+    }
+    let mut server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let budget = Duration::from_millis(50);
+        let quota = Quota::per_minute(40);
+        let mk = |id: &str, p: FailurePolicy| {
+            RedisRateLimiter::builder(&backend, id, quota)
+                .timeout(budget)
+                .on_failure(p)
+                .build()
+                .unwrap()
+        };
+        let closed = mk("closed", FailurePolicy::FailClosed);
+        let open = mk("open", FailurePolicy::FailOpen);
+        let local = mk("local", FailurePolicy::FailLocal { share: 0.25 });
+        // Healthy: Redis decides; the local fallback is kept warm (2 of its 10 used).
+        for l in [&closed, &open, &local] {
+            for _ in 0..2 {
+                assert_eq!(l.decide_key_n("u", 1).await.decided_by, DecidedBy::Redis);
+            }
+        }
+        server.kill9();
+        let mut worst = Duration::ZERO;
+        let mut time = |d: Duration| worst = worst.max(d);
+        for _ in 0..20 {
+            let t = Instant::now();
+            let d = closed.decide_key_n("u", 1).await;
+            time(t.elapsed());
+            assert_eq!(d.decided_by, DecidedBy::FailClosed);
+            assert!(matches!(d.result, Err(RedisDenied::Unavailable(_))));
+        }
+        for _ in 0..20 {
+            let t = Instant::now();
+            let d = open.decide_key_n("u", 1).await;
+            time(t.elapsed());
+            assert_eq!(d.decided_by, DecidedBy::FailOpen);
+            assert!(d.result.is_ok());
+        }
+        let mut local_ok = 0;
+        for _ in 0..20 {
+            let t = Instant::now();
+            let d = local.decide_key_n("u", 1).await;
+            time(t.elapsed());
+            assert_eq!(d.decided_by, DecidedBy::Local);
+            local_ok += u32::from(d.result.is_ok());
+        }
+        assert_eq!(
+            local_ok, 8,
+            "10 per minute locally (a quarter of 40), 2 already used"
+        );
+        assert!(backend.breaker_open(), "the breaker opened");
+        let s = closed.stats();
+        assert!(
+            s.short_circuited > 0 && s.not_executed + s.indeterminate > 0,
+            "{s:?}"
+        );
+        eprintln!(
+            "down: worst decision latency {worst:?} (budget {budget:?}); closed {:?}",
+            closed.stats()
+        );
+        assert!(
+            worst < budget + Duration::from_millis(200),
+            "latency {worst:?} beyond the budget"
+        );
+        server.restart();
+        let start = Instant::now();
+        while closed.decide_key_n("u", 1).await.decided_by != DecidedBy::Redis {
+            assert!(start.elapsed() < Duration::from_secs(10), "no recovery");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!backend.breaker_open());
+    });
+}
+
+/// F35 (slow): the server frozen with `kill -STOP`: decisions end within the budget as
+/// indeterminate (or at once, breaker open), nothing is retried (the server executes exactly
+/// the commands the client sent, once it resumes), and the limiter recovers after `-CONT`.
+#[test]
+fn a_frozen_server_costs_the_budget_not_more_and_nothing_is_retried() {
+    if !available("a_frozen_server_costs_the_budget_not_more_and_nothing_is_retried") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let options = BackendOptions { breaker_open_for: Duration::from_millis(200), ..BackendOptions::default() };
+        let backend = RedisBackend::connect_with(&server.url(), options).await.unwrap();
+        let budget = Duration::from_millis(50);
+        let l = RedisRateLimiter::builder(&backend, "frozen", Quota::per_second(1000))
+            .timeout(budget)
+            .on_failure(FailurePolicy::FailOpen)
+            .build()
+            .unwrap();
+        l.check_key("k").await.unwrap();
+        let sent0 = backend.commands_sent();
+        let server0 = server.command_calls("evalsha") + server.command_calls("eval");
+        server.signal("-STOP");
+        assert!(!server.answers_within(Duration::from_millis(100)), "the server is really frozen");
+        let mut lat = Vec::new();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(1500) {
+            let t = Instant::now();
+            let d = l.decide_key_n("k", 1).await;
+            lat.push(t.elapsed());
+            assert_eq!(d.decided_by, DecidedBy::FailOpen);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.signal("-CONT");
+        let start = Instant::now();
+        while l.decide_key_n("k", 1).await.decided_by != DecidedBy::Redis {
+            assert!(start.elapsed() < Duration::from_secs(10), "no recovery after CONT");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lat.sort();
+        let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+        let s = l.stats();
+        eprintln!(
+            "STOP 1.5 s, budget {budget:?}: {} decisions, latency p50 {:?} p99 {:?} max {:?}; {s:?}; breaker trips {}",
+            lat.len(), p(0.5), p(0.99), lat[lat.len() - 1], backend.breaker_trips()
+        );
+        assert!(*lat.last().unwrap() < budget + Duration::from_millis(200));
+        assert!(s.indeterminate >= 1 && s.short_circuited > s.indeterminate, "{s:?}");
+        let sent = backend.commands_sent() - sent0;
+        // Give the server a moment to drain what was queued while it was frozen.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let executed = server.command_calls("evalsha") + server.command_calls("eval") - server0;
+        assert_eq!(executed, sent, "the server ran exactly what was sent: nothing was retried");
+    });
+}
+
+/// CLIENT KILL: the broken connection fails one decision (indeterminate, not retried), then the
+/// connection manager reconnects.
+#[test]
+fn client_kill_is_survived() {
+    if !available("client_kill_is_survived") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let l = RedisRateLimiter::builder(&backend, "ck", Quota::per_second(1000))
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        l.check_key("k").await.unwrap();
+        let killed: u64 = server
+            .cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+            .parse()
+            .unwrap();
+        assert!(killed >= 1, "a connection was really killed");
+        let mut failures = 0;
+        let start = Instant::now();
+        loop {
+            let d = l.decide_key_n("k", 1).await;
+            if d.decided_by == DecidedBy::Redis {
+                break;
+            }
+            if let Err(RedisDenied::Unavailable(u)) = &d.result {
+                assert_ne!(u.class(), FailureClass::NotExecuted, "{u}");
+            }
+            failures += 1;
+            assert!(start.elapsed() < Duration::from_secs(10), "no recovery");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("CLIENT KILL: {killed} killed, {failures} failed decisions before recovery");
+        assert!(failures <= 3);
+    });
+}
+
+/// Several limits for one subject in one round trip: all or nothing.
+#[test]
+fn batch_is_all_or_nothing() {
+    if !available("batch_is_all_or_nothing") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let time = ManualTime::new(EPOCH_US);
+        let burst = manual(
+            &backend,
+            "burst",
+            Quota::per_second(5),
+            Algorithm::TokenBucket,
+            &time,
+        );
+        let daily = manual(
+            &backend,
+            "daily",
+            Quota::per_minute(2),
+            Algorithm::FixedWindow,
+            &time,
+        );
+        let limits = [(&burst, 1), (&daily, 1)];
+        assert!(RedisRateLimiter::check_all("alice", &limits).await.is_ok());
+        assert!(RedisRateLimiter::check_all("alice", &limits).await.is_ok());
+        let (i, err) = RedisRateLimiter::check_all("alice", &limits)
+            .await
+            .unwrap_err();
+        assert_eq!(i, 1);
+        assert!(matches!(err, RedisDenied::Limited(_)));
+        assert_eq!(
+            burst.peek_key("alice").await.unwrap().remaining(),
+            3,
+            "the refusal charged nothing"
+        );
+        assert!(RedisRateLimiter::check_all("bob", &limits).await.is_ok());
+        let other = RedisBackend::connect(&server.url()).await.unwrap();
+        let foreign = manual(
+            &other,
+            "x",
+            Quota::per_second(5),
+            Algorithm::TokenBucket,
+            &time,
+        );
+        assert!(matches!(
+            RedisRateLimiter::check_all("a", &[(&burst, 1), (&foreign, 1)]).await,
+            Err((0, RedisDenied::Invalid(InvalidInput::Batch(_))))
+        ));
+        // reset and cancel
+        burst.reset_key("alice").await.unwrap();
+        assert_eq!(burst.peek_key("alice").await.unwrap().remaining(), 5);
+        let a = burst.check_key("alice").await.unwrap();
+        assert!(burst.cancel_key("alice", &a).await.unwrap());
+        assert_eq!(burst.peek_key("alice").await.unwrap().remaining(), 5);
+        let a = burst.check_key("alice").await.unwrap();
+        burst.check_key("alice").await.unwrap();
+        assert!(
+            !burst.cancel_key("alice", &a).await.unwrap(),
+            "a later admission keeps it"
+        );
+    });
+}
+
+/// Redis Cluster: subjects spread over the three nodes; several limits of one subject decided
+/// in one call (the hash tag keeps them on one slot).
+#[test]
+fn works_on_a_three_node_cluster() {
+    if !available("works_on_a_three_node_cluster") {
+        return;
+    }
+    let cluster = Cluster::start();
+    rt().block_on(async {
+        let backend = RedisBackend::cluster(cluster.urls(), BackendOptions::default())
+            .await
+            .unwrap();
+        let a = RedisRateLimiter::builder(&backend, "a", Quota::per_minute(3))
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let b = RedisRateLimiter::builder(&backend, "b", Quota::per_minute(5))
+            .algorithm(Algorithm::SlidingLog)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        for user in 0..30u32 {
+            for i in 0..4 {
+                let r = RedisRateLimiter::check_all(&user, &[(&a, 1), (&b, 1)]).await;
+                assert_eq!(r.is_ok(), i < 3, "user {user} call {i}: {r:?}");
+            }
+        }
+        let sizes: Vec<u64> = cluster.nodes.iter().map(|n| n.dbsize()).collect();
+        assert!(
+            sizes.iter().all(|&s| s > 0),
+            "keys on every node: {sizes:?}"
+        );
+        assert_eq!(
+            sizes.iter().sum::<u64>(),
+            30 * 3,
+            "tb + log + seq per user: {sizes:?}"
+        );
+    });
+}
+
+/// F37 (short): two OS processes × 4 threads (each with its own connection) hammer one key
+/// while the server's script cache is flushed and client connections are killed; every
+/// admission time (the server's) is collected and no window holds more than the bound.
+#[test]
+fn two_processes_never_exceed_the_bound() {
+    if !available("two_processes_never_exceed_the_bound") {
+        return;
+    }
+    let server = Server::start();
+    let exe = std::env::current_exe().unwrap();
+    let dir = std::env::temp_dir().join(format!("fluxrate-hammer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "hammer_child", "--nocapture", "--test-threads=1"])
+                .env("FLUXRATE_HAMMER_URL", server.url())
+                .env("FLUXRATE_HAMMER_OUT", dir.join(format!("p{i}")))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // The nemesis.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
+    std::thread::sleep(Duration::from_millis(600));
+    let killed: u64 = server
+        .cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .parse()
+        .unwrap();
+    assert!(killed >= 1);
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "a hammer process failed");
+    }
+    for (alg, t_us, b) in [("tb", 5_000u64, 10u64), ("log", 0, 0)] {
+        let mut times: Vec<u64> = Vec::new();
+        for i in 0..2 {
+            let text = std::fs::read_to_string(dir.join(format!("p{i}.{alg}"))).unwrap();
+            times.extend(text.lines().map(|l| l.parse::<u64>().unwrap()));
+        }
+        times.sort_unstable();
+        let n = times.len();
+        if alg == "tb" {
+            // Arrival curve: any k consecutive admissions span at least (k − b)·T.
+            for i in 0..n {
+                for j in i + b as usize..n {
+                    let k = (j - i + 1) as u64;
+                    assert!(
+                        times[j] - times[i] >= (k - b) * t_us,
+                        "{k} admissions within {} µs",
+                        times[j] - times[i]
+                    );
+                }
+            }
+        } else {
+            // Sliding log: 20 per 100 ms, in every window.
+            let mut lo = 0;
+            for hi in 0..n {
+                while times[hi] - times[lo] >= 100_000 {
+                    lo += 1;
+                }
+                assert!(hi - lo < 20, "{} admissions within 100 ms", hi - lo + 1);
+            }
+        }
+        eprintln!("hammer {alg}: {n} admissions from 2 processes × 4 threads, bound held");
+        assert!(n > 50, "the hammer ran: {n}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The child side of `two_processes_never_exceed_the_bound`; does nothing when run alone.
+#[test]
+fn hammer_child() {
+    let (Ok(url), Ok(out)) = (
+        std::env::var("FLUXRATE_HAMMER_URL"),
+        std::env::var("FLUXRATE_HAMMER_OUT"),
+    ) else {
+        return;
+    };
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let backend = RedisBackend::connect(&url).await.unwrap();
+                    let tb = RedisRateLimiter::builder(
+                        &backend,
+                        "hammer",
+                        Quota::new(1, Duration::from_millis(5)).with_burst(10),
+                    )
+                    .timeout(Duration::from_millis(200))
+                    .build()
+                    .unwrap();
+                    let log = RedisRateLimiter::builder(
+                        &backend,
+                        "hammer",
+                        Quota::new(20, Duration::from_millis(100)),
+                    )
+                    .algorithm(Algorithm::SlidingLog)
+                    .timeout(Duration::from_millis(200))
+                    .build()
+                    .unwrap();
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_secs(2) {
+                        if let Ok(x) = tb.check_key("one").await {
+                            a.push(x.admitted_at() / 1000);
+                        }
+                        if let Ok(x) = log.check_key("one").await {
+                            b.push(x.admitted_at() / 1000);
+                        }
+                    }
+                    (a, b)
+                })
+            })
+        })
+        .collect();
+    let (mut a, mut b) = (String::new(), String::new());
+    for t in threads {
+        let (x, y) = t.join().unwrap();
+        x.iter().for_each(|v| a.push_str(&format!("{v}\n")));
+        y.iter().for_each(|v| b.push_str(&format!("{v}\n")));
+    }
+    std::fs::write(format!("{out}.tb"), a).unwrap();
+    std::fs::write(format!("{out}.log"), b).unwrap();
+}
