@@ -243,13 +243,116 @@ impl KeyExtractor for Header {
     }
 }
 
+/// Where a limit is decided.
+#[derive(Clone)]
+enum Backend {
+    Local(Arc<RateLimiter<RequestKey>>),
+    #[cfg(feature = "redis")]
+    Redis(crate::redis::RedisRateLimiter),
+}
+
 /// One named limit of a layer.
 #[derive(Clone)]
 struct Limit {
     name: String,
-    limiter: Arc<RateLimiter<RequestKey>>,
+    backend: Backend,
+    capacity: u64,
     extractor: Arc<dyn KeyExtractor>,
     window_secs: u64,
+}
+
+/// One limit's answer for one request.
+enum Outcome {
+    Admitted(Admitted),
+    Limited {
+        retry: Duration,
+        reset: u64,
+    },
+    /// Redis could not decide and the limit fails closed: 503.
+    #[cfg(feature = "redis")]
+    Unavailable {
+        retry: Duration,
+    },
+}
+
+impl Outcome {
+    fn local(limit: &Limit, r: Result<Admitted, Denied>) -> Self {
+        match r {
+            Ok(a) => Self::Admitted(a),
+            Err(Denied::Limited(e)) => Self::Limited {
+                retry: e.retry_after(),
+                reset: ceil_secs(e.reset_after()),
+            },
+            // A weight above the capacity never passes: say so with a long wait.
+            Err(Denied::Never(_)) => Self::Limited {
+                retry: Duration::from_secs(limit.window_secs),
+                reset: limit.window_secs,
+            },
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    fn remote(limit: &Limit, r: Result<Admitted, crate::redis::RedisDenied>) -> Self {
+        use crate::redis::RedisDenied;
+        match r {
+            Ok(a) => Self::Admitted(a),
+            Err(RedisDenied::Limited(e)) => Self::local(limit, Err(Denied::Limited(e))),
+            Err(RedisDenied::Never(e)) => Self::local(limit, Err(Denied::Never(e))),
+            Err(other) => Self::Unavailable {
+                retry: other.retry_after().unwrap_or(Duration::from_secs(1)),
+            },
+        }
+    }
+}
+
+/// The decision for one request so far: the numbers for the headers, what was taken (to give
+/// back on a refusal), and the refusal.
+#[derive(Default)]
+struct Verdict {
+    numbers: Vec<Numbers>,
+    taken: Vec<(usize, RequestKey, Admitted)>,
+    refused: Option<Refused>,
+}
+
+struct Refused {
+    name: String,
+    retry: Duration,
+    status: Option<StatusCode>,
+}
+
+impl Verdict {
+    /// Record limit `i`'s outcome; false once the request is refused.
+    fn record(&mut self, i: usize, limit: &Limit, key: RequestKey, outcome: Outcome) -> bool {
+        let numbers = |remaining, reset| Numbers {
+            name: limit.name.clone(),
+            limit: limit.capacity,
+            window: limit.window_secs,
+            remaining,
+            reset,
+        };
+        let (retry, reset, status) = match outcome {
+            Outcome::Admitted(a) => {
+                self.numbers
+                    .push(numbers(a.remaining(), ceil_secs(a.reset_after())));
+                self.taken.push((i, key, a));
+                return true;
+            }
+            Outcome::Limited { retry, reset } => (retry, reset, None),
+            #[cfg(feature = "redis")]
+            Outcome::Unavailable { retry } => (
+                retry,
+                ceil_secs(retry),
+                Some(StatusCode::SERVICE_UNAVAILABLE),
+            ),
+        };
+        self.numbers.push(numbers(0, reset));
+        self.refused = Some(Refused {
+            name: limit.name.clone(),
+            retry,
+            status,
+        });
+        false
+    }
 }
 
 type Predicate = dyn Fn(&RequestInfo<'_>) -> bool + Send + Sync;
@@ -258,6 +361,9 @@ type Cost = dyn Fn(&RequestInfo<'_>) -> u64 + Send + Sync;
 #[derive(Clone)]
 struct Config {
     limits: Vec<Limit>,
+    /// Whether a limit is decided remotely (then every request is decided asynchronously).
+    #[cfg(feature = "redis")]
+    remote: bool,
     dry_run: bool,
     legacy_headers: bool,
     exempt: Option<Arc<Predicate>>,
@@ -317,6 +423,8 @@ impl RateLimitLayer {
         Self {
             config: Arc::new(Config {
                 limits: Vec::new(),
+                #[cfg(feature = "redis")]
+                remote: false,
                 dry_run: false,
                 legacy_headers: false,
                 exempt: None,
@@ -356,12 +464,39 @@ impl RateLimitLayer {
         limiter: Arc<RateLimiter<RequestKey>>,
         extractor: impl KeyExtractor,
     ) -> Self {
-        let window_secs = limiter.quota().period().as_secs_f64().ceil().max(1.0) as u64;
+        let window_secs = window_secs(limiter.quota());
         self.config_mut().limits.push(Limit {
             name: name.to_owned(),
-            limiter,
+            capacity: limiter.capacity(),
+            backend: Backend::Local(limiter),
             extractor: Arc::new(extractor),
             window_secs,
+        });
+        self
+    }
+
+    /// Add a limit decided in Redis (feature `redis`): shared by every instance of the service.
+    ///
+    /// A layer with a Redis limit decides each request asynchronously before calling the inner
+    /// service. When Redis cannot decide and the limiter fails closed, the request gets `503
+    /// Service Unavailable` with a `Retry-After`; fail-open and local-fallback limiters decide
+    /// as their policy says. On a refusal by a later limit, earlier Redis admissions of the
+    /// token and leaky bucket are given back as with the in-process ones.
+    #[cfg(feature = "redis")]
+    pub fn redis_limit(
+        mut self,
+        name: &str,
+        limiter: crate::redis::RedisRateLimiter,
+        extractor: impl KeyExtractor,
+    ) -> Self {
+        let config = self.config_mut();
+        config.remote = true;
+        config.limits.push(Limit {
+            name: name.to_owned(),
+            capacity: limiter.capacity(),
+            window_secs: window_secs(limiter.quota()),
+            backend: Backend::Redis(limiter),
+            extractor: Arc::new(extractor),
         });
         self
     }
@@ -437,6 +572,10 @@ struct Numbers {
     window: u64,
     remaining: u64,
     reset: u64,
+}
+
+fn window_secs(quota: Quota) -> u64 {
+    quota.period().as_secs_f64().ceil().max(1.0) as u64
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -519,65 +658,118 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 /// The response future of [`RateLimit`].
 pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
-impl<S> RateLimit<S> {
-    /// Decide a request against every limit: the numbers for the headers, and the refusal.
-    fn decide(&self, info: &RequestInfo<'_>) -> (Vec<Numbers>, Option<(String, Duration)>) {
-        let c = &self.config;
-        let n = c.cost.as_ref().map_or(1, |f| f(info));
-        let mut numbers = Vec::with_capacity(c.limits.len());
-        let mut taken: Vec<(usize, RequestKey, Admitted)> = Vec::new();
-        let mut refused = None;
-        for (i, l) in c.limits.iter().enumerate() {
-            let key = l.extractor.key(info).unwrap_or(RequestKey::Unknown);
-            let quota_limit = l.limiter.capacity();
-            match l.limiter.check_key_n(&key, n) {
-                Ok(a) => {
-                    numbers.push(Numbers {
-                        name: l.name.clone(),
-                        limit: quota_limit,
-                        window: l.window_secs,
-                        remaining: a.remaining(),
-                        reset: ceil_secs(a.reset_after()),
-                    });
-                    taken.push((i, key, a));
-                }
-                Err(d) => {
-                    let retry = match d {
-                        Denied::Limited(e) => e.retry_after(),
-                        // A weight above the capacity never passes: say so with a long wait.
-                        Denied::Never(_) => Duration::from_secs(l.window_secs),
-                    };
-                    let reset = match d {
-                        Denied::Limited(e) => ceil_secs(e.reset_after()),
-                        Denied::Never(_) => l.window_secs,
-                    };
-                    numbers.push(Numbers {
-                        name: l.name.clone(),
-                        limit: quota_limit,
-                        window: l.window_secs,
-                        remaining: 0,
-                        reset,
-                    });
-                    refused = Some((l.name.clone(), retry));
-                    break;
-                }
+impl Config {
+    fn cost(&self, info: &RequestInfo<'_>) -> u64 {
+        self.cost.as_ref().map_or(1, |f| f(info))
+    }
+
+    fn keys(&self, info: &RequestInfo<'_>) -> Vec<RequestKey> {
+        self.limits
+            .iter()
+            .map(|l| l.extractor.key(info).unwrap_or(RequestKey::Unknown))
+            .collect()
+    }
+
+    /// Decide a request against every (in-process) limit.
+    #[cfg_attr(not(feature = "redis"), allow(irrefutable_let_patterns))]
+    fn decide(&self, keys: Vec<RequestKey>, n: u64) -> Verdict {
+        let mut v = Verdict::default();
+        for (i, (l, key)) in self.limits.iter().zip(keys).enumerate() {
+            let outcome = match &l.backend {
+                Backend::Local(lim) => Outcome::local(l, lim.check_key_n(&key, n)),
+                #[cfg(feature = "redis")]
+                Backend::Redis(_) => unreachable!("remote limits are decided by decide_async"),
+            };
+            if !v.record(i, l, key, outcome) {
+                break;
             }
         }
-        if refused.is_some() {
+        if v.refused.is_some() {
             // All or nothing: give back what the earlier limits took.
-            for (i, key, a) in &taken {
-                c.limits[*i].limiter.cancel_key(key, a);
+            for (i, key, a) in &v.taken {
+                if let Backend::Local(lim) = &self.limits[*i].backend {
+                    lim.cancel_key(key, a);
+                }
             }
         }
-        (numbers, refused)
+        v
+    }
+
+    /// Decide a request against every limit, some of them in Redis.
+    #[cfg(feature = "redis")]
+    async fn decide_async(&self, keys: Vec<RequestKey>, n: u64) -> Verdict {
+        use crate::redis::RedisDenied;
+        let mut v = Verdict::default();
+        for (i, (l, key)) in self.limits.iter().zip(keys).enumerate() {
+            let outcome = match &l.backend {
+                Backend::Local(lim) => Outcome::local(l, lim.check_key_n(&key, n)),
+                Backend::Redis(r) => {
+                    let mut result = r.check_key_n(&key, n).await;
+                    if let Err(RedisDenied::Invalid(_)) = result {
+                        // A key Redis will not take (too long once escaped) counts as unknown.
+                        result = r.check_key_n(&RequestKey::Unknown, n).await;
+                    }
+                    Outcome::remote(l, result)
+                }
+            };
+            if !v.record(i, l, key, outcome) {
+                break;
+            }
+        }
+        if v.refused.is_some() {
+            for (i, key, a) in &v.taken {
+                match &self.limits[*i].backend {
+                    Backend::Local(lim) => {
+                        lim.cancel_key(key, a);
+                    }
+                    Backend::Redis(r) => {
+                        let _ = r.cancel_key(key, a).await;
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The response for a refused request, or `None` to call the inner service.
+    fn refusal<ResBody: From<String>>(&self, v: &Verdict) -> Option<Response<ResBody>> {
+        let refused = v.refused.as_ref()?;
+        if self.dry_run {
+            return None;
+        }
+        let mut resp = Response::new(ResBody::from(self.body.clone()));
+        *resp.status_mut() = refused.status.unwrap_or(self.status);
+        let h = resp.headers_mut();
+        write_headers(h, &v.numbers, self.legacy_headers);
+        h.insert(
+            RETRY_AFTER,
+            header_value(ceil_secs(refused.retry).max(1).to_string()),
+        );
+        resp.extensions_mut().insert(self.decision(v));
+        Some(resp)
+    }
+
+    fn decision(&self, v: &Verdict) -> Decision {
+        Decision {
+            admitted: v.refused.is_none(),
+            refused_by: v.refused.as_ref().map(|r| r.name.clone()),
+            dry_run: self.dry_run,
+        }
+    }
+
+    /// Add the headers and the [`Decision`] to the inner service's response.
+    fn finish<ResBody>(&self, v: &Verdict, resp: &mut Response<ResBody>) {
+        write_headers(resp.headers_mut(), &v.numbers, self.legacy_headers);
+        resp.extensions_mut().insert(self.decision(v));
     }
 }
 
 impl<S, B, ResBody> tower_service::Service<Request<B>> for RateLimit<S>
 where
-    S: tower_service::Service<Request<B>, Response = Response<ResBody>>,
+    S: tower_service::Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: 'static,
+    B: Send + 'static,
     ResBody: From<String> + Send + 'static,
 {
     type Response = Response<ResBody>;
@@ -590,35 +782,35 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let info = RequestInfo::of(&req);
-        if self.config.exempt.as_ref().is_some_and(|f| f(&info)) {
+        let config = self.config.clone();
+        if config.exempt.as_ref().is_some_and(|f| f(&info)) {
             return Box::pin(self.inner.call(req));
         }
-        let (numbers, refused) = self.decide(&info);
-        let config = self.config.clone();
-        let decision = Decision {
-            admitted: refused.is_none(),
-            refused_by: refused.as_ref().map(|r| r.0.clone()),
-            dry_run: config.dry_run,
-        };
-        if let Some((_, retry)) = &refused {
-            if !config.dry_run {
-                let mut resp = Response::new(ResBody::from(config.body.clone()));
-                *resp.status_mut() = config.status;
-                let h = resp.headers_mut();
-                write_headers(h, &numbers, config.legacy_headers);
-                h.insert(
-                    RETRY_AFTER,
-                    header_value(ceil_secs(*retry).max(1).to_string()),
-                );
-                resp.extensions_mut().insert(decision);
-                return Box::pin(async move { Ok(resp) });
-            }
+        let (keys, n) = (config.keys(&info), config.cost(&info));
+        #[cfg(feature = "redis")]
+        if config.remote {
+            // Decide asynchronously, then call the service that was made ready, leaving a
+            // clone in its place (the usual tower pattern).
+            let clone = self.inner.clone();
+            let mut inner = core::mem::replace(&mut self.inner, clone);
+            return Box::pin(async move {
+                let v = config.decide_async(keys, n).await;
+                if let Some(resp) = config.refusal(&v) {
+                    return Ok(resp);
+                }
+                let mut resp = inner.call(req).await?;
+                config.finish(&v, &mut resp);
+                Ok(resp)
+            });
+        }
+        let v = config.decide(keys, n);
+        if let Some(resp) = config.refusal(&v) {
+            return Box::pin(async move { Ok(resp) });
         }
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut resp = fut.await?;
-            write_headers(resp.headers_mut(), &numbers, config.legacy_headers);
-            resp.extensions_mut().insert(decision);
+            config.finish(&v, &mut resp);
             Ok(resp)
         })
     }

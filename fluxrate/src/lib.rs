@@ -4,7 +4,8 @@
 //! This is the crate applications depend on. It re-exports [`fluxrate_core`] (start with
 //! [`RateLimiter`]), adds the [`rate_limit`] attribute, and, with the `tokio` feature, async
 //! waiting (`AcquireAsync`, `AcquireKeyAsync`, `TokioClock`); with the `tower` feature, HTTP
-//! middleware (`fluxrate::http::RateLimitLayer`).
+//! middleware (`fluxrate::http::RateLimitLayer`); with the `redis` feature, limits shared
+//! across processes and hosts (`fluxrate::redis::RedisRateLimiter`).
 //!
 //! # Example
 //!
