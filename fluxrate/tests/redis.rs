@@ -726,7 +726,8 @@ fn works_on_a_three_node_cluster() {
 }
 
 /// F37 (short): two OS processes × 4 threads (each with its own connection) hammer one key
-/// while the server's script cache is flushed and client connections are killed; every
+/// while the server's script cache is flushed, the server is frozen for 300 ms (`kill -STOP` /
+/// `-CONT`) and client connections are killed; every
 /// admission time (the server's) is collected and no window holds more than the bound.
 #[test]
 fn two_processes_never_exceed_the_bound() {
@@ -751,7 +752,11 @@ fn two_processes_never_exceed_the_bound() {
     // The nemesis.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(server.cli(&["SCRIPT", "FLUSH"]), "OK");
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal("-STOP");
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal("-CONT");
+    std::thread::sleep(Duration::from_millis(300));
     let killed: u64 = server
         .cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
         .parse()
@@ -969,5 +974,74 @@ fn out_of_memory_is_not_executed_and_fails_closed() {
             }
             other => panic!("{other:?}"),
         }
+    });
+}
+
+/// `acquire_key_n` waits (asynchronously) for its turn, or fails at once without consuming when
+/// the wait would exceed the timeout; `dry_run_key_n` decides without counting; the client's
+/// clock works as a time source.
+#[test]
+fn acquire_dry_run_and_client_time() {
+    if !available("acquire_dry_run_and_client_time") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        for alg in [
+            Algorithm::TokenBucket,
+            Algorithm::LeakyBucket,
+            Algorithm::FixedWindow,
+        ] {
+            let l = RedisRateLimiter::builder(
+                &backend,
+                "acq",
+                Quota::new(1, Duration::from_millis(40)),
+            )
+            .algorithm(alg)
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+            l.acquire_key_n("k", 1, Duration::from_secs(1))
+                .await
+                .unwrap();
+            let err = l
+                .acquire_key_n("k", 1, Duration::from_millis(5))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RedisDenied::Timeout(_)), "{alg}: {err:?}");
+            let t = Instant::now();
+            l.acquire_key_n("k", 1, Duration::from_secs(1))
+                .await
+                .unwrap();
+            let waited = t.elapsed();
+            assert!(
+                waited >= Duration::from_millis(10),
+                "{alg}: the second call waited for its turn ({waited:?})"
+            );
+            assert!(matches!(
+                l.acquire_key_n("k", 2, Duration::from_secs(1)).await,
+                Err(RedisDenied::Never(_))
+            ));
+        }
+        let l = RedisRateLimiter::builder(&backend, "dry", Quota::per_minute(2))
+            .time(TimeSource::Client)
+            .build()
+            .unwrap();
+        for _ in 0..5 {
+            assert!(
+                l.dry_run_key_n("k", 1).await.result.is_ok(),
+                "a dry run counts nothing"
+            );
+        }
+        assert!(l.check_key("k").await.is_ok());
+        assert!(l.check_key("k").await.is_ok());
+        assert!(matches!(
+            l.check_key("k").await,
+            Err(RedisDenied::Limited(_))
+        ));
+        assert!(l.dry_run_key_n("k", 1).await.result.is_err());
+        assert_eq!(l.stats().admitted, 2);
+        assert_eq!(l.stats().limited, 1);
     });
 }
