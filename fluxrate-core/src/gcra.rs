@@ -140,6 +140,28 @@ impl Gcra {
         }
     }
 
+    /// The token bucket's admission test without metadata (`allow`): admit `inc = n·T` now iff
+    /// `TAT − slack ≤ now` with `slack = b·T − n·T`, then `TAT' = max(TAT, now) + inc`. The same
+    /// decision as `decide` with `max_wait = 0` (the departure time `max(TAT − slack, now)` must
+    /// be `now`), in 64-bit arithmetic: `TAT − slack` cannot overflow, and the only addition is
+    /// checked.
+    #[inline]
+    fn admit_now(&self, state: &GcraState, now: u64, inc: u64, slack: u64) -> bool {
+        let mut tat = state.tat.load(Ordering::Acquire);
+        loop {
+            if tat.saturating_sub(slack) > now {
+                return false;
+            }
+            let Some(new_tat) = tat.max(now).checked_add(inc) else {
+                return false;
+            };
+            match crate::sync::cas(&state.tat, tat, new_tat) {
+                Ok(_) => return true,
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
     fn peek(&self, state: &GcraState, now: u64) -> Snapshot {
         let tat = state.tat.load(Ordering::Acquire);
         let base = tat.max(now);
@@ -214,16 +236,13 @@ impl TokenBucket {
     }
 
     /// The token bucket's departure rule: `d = max(now, TAT + n·T − b·T)`, without overflow.
+    /// The earliest departure of `n` after a TAT: `max(TAT + n·T − b·T, now)`. It is evaluated
+    /// only for `n ≤ b`, where `b·T − n·T` does not underflow and `TAT − (b·T − n·T)` fits in
+    /// 64 bits, so no wider arithmetic is needed.
     #[inline]
     fn depart(&self, now: u64, n: u64) -> impl Fn(u64) -> Result<u64, u64> {
-        let g = self.g;
-        let inc = n.saturating_mul(g.t);
-        move |tat| {
-            let d = (u128::from(tat) + u128::from(inc))
-                .saturating_sub(u128::from(g.bt))
-                .max(u128::from(now));
-            u64::try_from(d).map_err(|_| u64::MAX)
-        }
+        let slack = self.g.bt.saturating_sub(n.saturating_mul(self.g.t));
+        move |tat| Ok(tat.saturating_sub(slack).max(now))
     }
 
     /// Give back a reservation (cancellation): succeeds only if no later request was admitted
@@ -265,9 +284,11 @@ impl RateAlgorithm for TokenBucket {
 
     #[inline]
     fn allow(&self, state: &GcraState, now: u64, n: u64) -> bool {
-        self.g
-            .decide::<false>(state, now, n, 0, self.depart(now, n))
-            .is_ok()
+        if n > self.g.b {
+            return false;
+        }
+        let inc = n * self.g.t; // n ≤ b, so n·T ≤ b·T fits.
+        self.g.admit_now(state, now, inc, self.g.bt - inc)
     }
 
     fn cancel(&self, state: &GcraState, admitted: &Admitted) -> bool {

@@ -67,14 +67,22 @@ fn loom_finds_bug(model: impl Fn() + Sync + Send + 'static) -> bool {
 
 // ---- D18: GCRA counting --------------------------------------------------------------------
 
-fn gcra_counting(threads: usize, burst: u64) {
+/// `threads` threads each ask for one call at the same time; with `mixed`, the odd ones use
+/// the metadata-free `allow` path (its own CAS loop) and the even ones `check`.
+fn gcra_counting(threads: usize, burst: u64, mixed: bool) {
     model(
-        &format!("gcra_counting({:?})", (threads, burst)),
+        &format!("gcra_counting({:?})", (threads, burst, mixed)),
         move || {
             let tb = Arc::new(TokenBucket::new(&quota(1, 10, burst)).unwrap());
             let s = Arc::new(GcraState::new());
             let (tb2, s2) = (tb.clone(), s.clone());
-            let admitted = spawn_all(threads, move |_| tb2.check(&s2, 100, 1).is_ok());
+            let admitted = spawn_all(threads, move |i| {
+                if mixed && i % 2 == 1 {
+                    tb2.allow(&s2, 100, 1)
+                } else {
+                    tb2.check(&s2, 100, 1).is_ok()
+                }
+            });
             let count = admitted.iter().filter(|&&a| a).count() as u64;
             assert_eq!(count, (threads as u64).min(burst));
             // Sequential result: TAT = max(TAT, now) + count·T.
@@ -85,17 +93,22 @@ fn gcra_counting(threads: usize, burst: u64) {
 
 #[test]
 fn d18_gcra_counting_2_threads_burst_1() {
-    gcra_counting(2, 1);
+    gcra_counting(2, 1, false);
 }
 
 #[test]
 fn d18_gcra_counting_2_threads_burst_2() {
-    gcra_counting(2, 2);
+    gcra_counting(2, 2, false);
 }
 
 #[test]
 fn d18_gcra_counting_3_threads_burst_2() {
-    gcra_counting(3, 2);
+    gcra_counting(3, 2, false);
+}
+
+#[test]
+fn d18_gcra_allow_racing_check_3_threads_burst_2() {
+    gcra_counting(3, 2, true);
 }
 
 /// The load-then-store mutant admits both threads with burst 1.
@@ -255,6 +268,50 @@ fn swc_concurrent_roll_and_count() {
         let got = spawn_all(2, move |_| swc2.check(&s2, 150, 1).is_ok());
         assert_eq!(got.iter().filter(|&&a| a).count(), 1);
         assert_eq!(swc.peek(&s, 150).remaining(), 0);
+    });
+}
+
+/// The same roll-over with the metadata-free `allow` path (its own CAS loop, and its own read
+/// of `latest` to find the window) racing `check`, with a third thread whose clock is in the
+/// next window: the outcomes and the final state are those of some sequential order
+/// (linearizability, checked against all six orders run one after another).
+#[test]
+fn swc_allow_racing_check_across_a_roll() {
+    fn op(swc: &SlidingWindowCounter, s: &SlidingWindowCounterState, i: usize) -> bool {
+        match i {
+            0 => swc.allow(s, 150, 1),
+            1 => swc.check(s, 150, 1).is_ok(),
+            _ => swc.allow(s, 250, 1),
+        }
+    }
+    fn setup() -> (SlidingWindowCounter, SlidingWindowCounterState) {
+        let swc = SlidingWindowCounter::new(&quota(2, 100, 2)).unwrap();
+        let s = SlidingWindowCounterState::new();
+        assert!(swc.check(&s, 90, 1).is_ok());
+        assert!(swc.check(&s, 95, 1).is_ok());
+        (swc, s)
+    }
+    model("swc_allow_racing_check_across_a_roll", || {
+        let (swc, s) = setup();
+        let (swc, s) = (Arc::new(swc), Arc::new(s));
+        let (swc2, s2) = (swc.clone(), s.clone());
+        let got = spawn_all(3, move |i| op(&swc2, &s2, i));
+        let sequential: Vec<(Vec<bool>, u64)> = permutations(3)
+            .into_iter()
+            .map(|order| {
+                let (swc, s) = setup();
+                let mut r = vec![false; 3];
+                for i in order {
+                    r[i] = op(&swc, &s, i);
+                }
+                (r, s.raw())
+            })
+            .collect();
+        assert!(
+            sequential.contains(&(got.clone(), s.raw())),
+            "{got:?} / {:#x} is no sequential outcome: {sequential:?}",
+            s.raw()
+        );
     });
 }
 

@@ -1,6 +1,6 @@
 //! Sliding window counter: the O(1) two-window weighted estimate, in one `AtomicU64`.
 
-use super::{limit_and_window, sat, start_of};
+use super::{limit_and_window, sat, start_of, Divisor};
 use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
 use crate::error::ConfigError;
 use crate::quota::Quota;
@@ -86,8 +86,15 @@ pub struct SlidingWindowCounter {
     w: u64,
     /// Bits per count.
     cb: u32,
-    /// Bits of the window index.
-    kb: u32,
+    /// `2^kb − 1` (`kb = 64 − 2·cb` bits of the window index), `2^cb − 1`.
+    kmask: u64,
+    cmask: u64,
+    /// Whether `5·L·W` fits in 64 bits, so that [`fits`](Self::fits) needs no 128-bit products
+    /// (counts in the word are below `2L`, a request at most `L`).
+    narrow: bool,
+    /// `L·W` when `narrow` (else 0).
+    lw: u64,
+    div: Divisor,
     /// The latest window index any reader has decided in. Raised (before the CAS that stores
     /// a new window) by the first reader of each window.
     latest: AtomicU64,
@@ -125,11 +132,22 @@ impl SlidingWindowCounter {
             });
         }
         let cb = 64 - limit.leading_zeros();
+        let kb = 64 - 2 * cb;
         Ok(Self {
             limit,
             w,
             cb,
-            kb: 64 - 2 * cb,
+            kmask: (1u64 << kb) - 1,
+            cmask: (1u64 << cb) - 1,
+            narrow: limit
+                .checked_mul(w)
+                .and_then(|x| x.checked_mul(5))
+                .is_some(),
+            lw: limit
+                .checked_mul(w)
+                .filter(|x| x.checked_mul(5).is_some())
+                .unwrap_or(0),
+            div: Divisor::new(w),
             latest: AtomicU64::new(0),
         })
     }
@@ -139,12 +157,14 @@ impl SlidingWindowCounter {
         self.w
     }
 
+    #[inline]
     fn kmask(&self) -> u64 {
-        (1u64 << self.kb) - 1
+        self.kmask
     }
 
+    #[inline]
     fn cmask(&self) -> u64 {
-        (1u64 << self.cb) - 1
+        self.cmask
     }
 
     fn pack(&self, k: u64, prev: u64, curr: u64) -> u64 {
@@ -153,14 +173,19 @@ impl SlidingWindowCounter {
 
     #[inline]
     fn view(&self, v: u64, now: u64) -> View {
-        self.view_in(v, now / self.w, now)
+        self.view_in(v, self.div.div(now), now)
     }
 
     /// [`view`](Self::view) with the reader's window index `k_now = now / W` already known
     /// (one division per decision).
     #[inline]
     fn view_in(&self, v: u64, k_now: u64, now: u64) -> View {
-        let e = now - k_now * self.w;
+        self.view_at(v, k_now, now - k_now * self.w)
+    }
+
+    /// [`view_in`](Self::view_in) with the time into the reader's window, `e`, known too.
+    #[inline]
+    fn view_at(&self, v: u64, k_now: u64, e: u64) -> View {
         let ks = v >> (2 * self.cb);
         let prev = (v >> self.cb) & self.cmask();
         let curr = v & self.cmask();
@@ -223,6 +248,16 @@ impl SlidingWindowCounter {
     /// Whether `n` more fit: `prev·(W − e) + (curr + n)·W ≤ L·W`.
     #[inline]
     fn fits(&self, v: &View, n: u64) -> bool {
+        if self.narrow {
+            let w = self.w;
+            return v.prev * (w - v.e) + (v.curr + n) * w <= self.lw;
+        }
+        self.fits_wide(v, n)
+    }
+
+    /// [`fits`](Self::fits) in 128-bit arithmetic, for any limit and window.
+    #[inline]
+    fn fits_wide(&self, v: &View, n: u64) -> bool {
         let w = u128::from(self.w);
         u128::from(v.prev) * (w - u128::from(v.e)) + u128::from(v.curr + n) * w
             <= u128::from(self.limit) * w
@@ -255,6 +290,43 @@ impl SlidingWindowCounter {
     }
 
     /// The decision; with `META = false` (`allow`) the metadata that costs divisions is skipped.
+    /// `allow`: the decision of `decide::<false>`, without metadata. The reader's window comes
+    /// from `latest` when `now` falls in it (a multiplication instead of a division), and the
+    /// stale-reader guard runs on every attempt, after the state word was loaded, as in
+    /// `decide`.
+    #[inline(always)]
+    fn admit_now(&self, state: &SlidingWindowCounterState, now: u64, n: u64) -> bool {
+        if n > self.limit {
+            return false;
+        }
+        let mut v = state.v.load(Ordering::Acquire);
+        loop {
+            let latest = self.latest.load(Ordering::Acquire);
+            // `latest` is 0 or some reading's `now / W`, so `latest·W` cannot overflow.
+            let start = latest.wrapping_mul(self.w);
+            let (k_now, e) = if now >= start && now - start < self.w {
+                (latest, now - start)
+            } else {
+                let k = self.div.div(now);
+                (k, now - k * self.w)
+            };
+            if k_now > latest {
+                self.latest.fetch_max(k_now, Ordering::AcqRel);
+            } else if k_now.saturating_add(2) < latest {
+                return false;
+            }
+            let view = self.view_at(v, k_now, e);
+            if !self.fits(&view, n) {
+                return false;
+            }
+            let nv = self.pack(view.k, view.prev, view.curr + n);
+            match crate::sync::cas(&state.v, v, nv) {
+                Ok(_) => return true,
+                Err(actual) => v = actual,
+            }
+        }
+    }
+
     #[inline]
     fn decide<const META: bool>(
         &self,
@@ -265,7 +337,7 @@ impl SlidingWindowCounter {
         if n > self.limit {
             return Err(Refusal::Never);
         }
-        let k_now = now / self.w;
+        let k_now = self.div.div(now);
         let mut v = state.v.load(Ordering::Acquire);
         loop {
             if let Some(refusal) = self.stale_reader(k_now, now) {
@@ -347,12 +419,12 @@ impl RateAlgorithm for SlidingWindowCounter {
 
     #[inline]
     fn allow(&self, state: &SlidingWindowCounterState, now: u64, n: u64) -> bool {
-        self.decide::<false>(state, now, n).is_ok()
+        self.admit_now(state, now, n)
     }
 
     fn peek(&self, state: &SlidingWindowCounterState, now: u64) -> Snapshot {
         let v = state.v.load(Ordering::Acquire);
-        let k_now = now / self.w;
+        let k_now = self.div.div(now);
         let latest = self.latest.load(Ordering::Acquire);
         if k_now.saturating_add(2) < latest {
             let wait = sat(start_of(latest, self.w).saturating_sub(u128::from(now)));
@@ -385,5 +457,41 @@ impl RateAlgorithm for SlidingWindowCounter {
 
     fn idle_at(&self, state: &SlidingWindowCounterState, now: u64) -> u64 {
         sat(self.reset_at(&self.view(state.v.load(Ordering::Acquire), now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The 64-bit estimate equals the 128-bit one wherever it is used (`5·L·W` fits), at the
+    /// largest windows that still qualify and with every count the state word can hold.
+    #[test]
+    fn narrow_fits_agrees_with_wide() {
+        let mut next = crate::window::xorshift(0x2545_F491_4F6C_DD1D);
+        for (limit, w) in [
+            (1u64, 1u64),
+            (7, 1000),
+            (1000, 1 << 40),
+            ((1 << 24) - 1, (1 << 36) - 1),
+        ] {
+            let c = SlidingWindowCounter::new(&Quota::new(limit, Duration::from_nanos(w))).unwrap();
+            assert!(c.narrow, "{limit} × {w}");
+            for _ in 0..20_000 {
+                let v = View {
+                    prev: next() % (c.cmask + 1),
+                    curr: next() % (c.cmask + 1),
+                    k: 0,
+                    e: next() % w,
+                };
+                let n = next() % (limit + 1);
+                assert_eq!(c.fits(&v, n), c.fits_wide(&v, n), "{v:?} n={n}");
+            }
+        }
+        let wide =
+            SlidingWindowCounter::new(&Quota::new(1 << 20, Duration::from_secs(86_400 * 365)))
+                .unwrap();
+        assert!(!wide.narrow);
     }
 }

@@ -1,6 +1,6 @@
 //! Fixed window: a counter per aligned window, in one `AtomicU64`.
 
-use super::{limit_and_window, sat, start_of};
+use super::{limit_and_window, sat, start_of, Divisor};
 use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
 use crate::error::ConfigError;
 use crate::quota::Quota;
@@ -67,13 +67,18 @@ impl FixedWindowState {
 pub struct FixedWindow {
     limit: u64,
     w: u64,
+    div: Divisor,
 }
 
 impl FixedWindow {
     /// Build from a quota: `calls` per window of `period`.
     pub fn new(quota: &Quota) -> Result<Self, ConfigError> {
         let (limit, w) = limit_and_window(quota)?;
-        Ok(Self { limit, w })
+        Ok(Self {
+            limit,
+            w,
+            div: Divisor::new(w),
+        })
     }
 
     /// The window length in ns.
@@ -84,7 +89,7 @@ impl FixedWindow {
     /// `k·L` for the window containing `now` (fits: `k·L ≤ now` since `L ≤ w`).
     #[inline]
     fn base(&self, now: u64) -> u64 {
-        (now / self.w) * self.limit
+        self.div.div(now) * self.limit
     }
 
     /// The decision; with `META = false` (`allow`) the metadata that costs divisions is skipped.
