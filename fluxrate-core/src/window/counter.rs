@@ -312,7 +312,7 @@ impl SlidingWindowCounter {
             };
             if k_now > latest {
                 self.latest.fetch_max(k_now, Ordering::AcqRel);
-            } else if k_now.saturating_add(2) < latest {
+            } else if latest > k_now.saturating_add(2) {
                 return false;
             }
             let view = self.view_at(v, k_now, e);
