@@ -1035,7 +1035,9 @@ fn acquire_dry_run_and_client_time() {
             );
         }
         assert!(l.check_key("k").await.is_ok());
-        assert!(l.check_key("k").await.is_ok());
+        assert_eq!(l.retry_after_key("k").await.unwrap(), Duration::ZERO);
+        assert!(l.allow_key("k").await);
+        assert!(!l.retry_after_key("k").await.unwrap().is_zero());
         assert!(matches!(
             l.check_key("k").await,
             Err(RedisDenied::Limited(_))

@@ -625,6 +625,19 @@ impl RedisRateLimiter {
         }
     }
 
+    /// Admit one request for `key` if the limit allows it now (or the failure policy does).
+    pub async fn allow_key<K: RedisKey + ?Sized>(&self, key: &K) -> bool {
+        self.check_key(key).await.is_ok()
+    }
+
+    /// How long until one more request for `key` would be admitted (zero if now).
+    pub async fn retry_after_key<K: RedisKey + ?Sized>(
+        &self,
+        key: &K,
+    ) -> Result<Duration, RedisDenied> {
+        self.peek_key(key).await.map(|s| s.retry_after())
+    }
+
     /// Admit one request for `key` if the limit allows it now.
     pub async fn check_key<K: RedisKey + ?Sized>(&self, key: &K) -> Result<Admitted, RedisDenied> {
         self.decide_key_n(key, 1).await.result
