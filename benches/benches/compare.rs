@@ -506,6 +506,20 @@ fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
                 }
             },
         ));
+        let gu = governor::RateLimiter::dashmap_with_clock(g_open_quota(), upkeep());
+        for k in 0..keys {
+            let _ = gu.check_key(&k);
+        }
+        let mut i = 0;
+        v.push(case(
+            group,
+            "governor check_key (QuantaUpkeepClock, DashMap)",
+            move |n| {
+                for _ in 0..n {
+                    black_box(gu.check_key(&rr(&mut i, keys)).is_ok());
+                }
+            },
+        ));
         if keys == 10_000 {
             v.push(keyed_with_hasher(
                 group,
@@ -521,39 +535,67 @@ fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
             ));
         }
     }
+    // The same clock on both sides: Instant (safe), then each one's fastest.
     let names: Vec<String> = (0..1_000).map(|i| format!("user-{i:05}")).collect();
+    let group = "keyed: 1,000 String keys";
     let l = RateLimiter::builder(open_quota())
         .keyed::<String>()
         .build()
         .unwrap();
-    let g = governor::RateLimiter::<String, _, _>::keyed(g_open_quota());
-    for k in &names {
-        l.allow_key(k.as_str());
-        let _ = g.check_key(k);
+    v.push(string_case(
+        group,
+        "fluxrate allow_key(&str) (MonotonicClock)",
+        &names,
+        move |k| l.allow_key(k.as_str()),
+    ));
+    let g = governor::RateLimiter::<String, _, _, _>::dashmap_with_clock(
+        g_open_quota(),
+        governor::clock::MonotonicClock,
+    );
+    v.push(string_case(
+        group,
+        "governor check_key(&String) (MonotonicClock)",
+        &names,
+        move |k| g.check_key(k).is_ok(),
+    ));
+    let l = RateLimiter::builder(open_quota())
+        .clock(cached.clone())
+        .keyed::<String>()
+        .build()
+        .unwrap();
+    v.push(string_case(
+        group,
+        "fluxrate allow_key(&str) (CachedClock)",
+        &names,
+        move |k| l.allow_key(k.as_str()),
+    ));
+    let g = governor::RateLimiter::<String, _, _, _>::dashmap_with_clock(g_open_quota(), upkeep());
+    v.push(string_case(
+        group,
+        "governor check_key(&String) (QuantaUpkeepClock)",
+        &names,
+        move |k| g.check_key(k).is_ok(),
+    ));
+}
+
+/// A round-robin over `names`, warmed up first (every key exists).
+fn string_case(
+    group: &'static str,
+    name: &str,
+    names: &[String],
+    check: impl Fn(&String) -> bool + 'static,
+) -> Case {
+    for k in names {
+        check(k);
     }
-    let (n1, n2) = (names.clone(), names);
+    let names = names.to_vec();
     let mut i = 0;
-    v.push(case(
-        "keyed: 1,000 String keys",
-        "fluxrate allow_key(&str)",
-        move |n| {
-            for _ in 0..n {
-                i = (i + 1) % n1.len();
-                black_box(l.allow_key(n1[i].as_str()));
-            }
-        },
-    ));
-    let mut i = 0;
-    v.push(case(
-        "keyed: 1,000 String keys",
-        "governor check_key(&String)",
-        move |n| {
-            for _ in 0..n {
-                i = (i + 1) % n2.len();
-                black_box(g.check_key(&n2[i]).is_ok());
-            }
-        },
-    ));
+    case(group, name, move |n| {
+        for _ in 0..n {
+            i = (i + 1) % names.len();
+            black_box(check(&names[i]));
+        }
+    })
 }
 
 /// Two threads hammering one limiter; `f(thread index)`; ns per operation of wall time.
