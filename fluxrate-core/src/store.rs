@@ -289,15 +289,24 @@ where
         self.full_until.store(0, Ordering::Relaxed);
     }
 
-    /// Count a decision for `key` (per-key stats only).
+    /// Count a decision for `key` (per-key stats only: otherwise one inlined branch).
+    #[inline]
     pub(crate) fn record<Q>(&self, key: &Q, allowed: bool)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let Some(counters) = &self.counters else {
-            return;
-        };
+        if let Some(counters) = &self.counters {
+            Self::record_in(counters, key, allowed);
+        }
+    }
+
+    #[inline(never)]
+    fn record_in<Q>(counters: &DashMap<K, KeyCounters, S>, key: &Q, allowed: bool)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if let Some(c) = counters.get(key) {
             c.record(allowed);
             return;
