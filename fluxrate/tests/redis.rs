@@ -1047,3 +1047,53 @@ fn acquire_dry_run_and_client_time() {
         assert_eq!(l.stats().limited, 1);
     });
 }
+
+/// F39: with client time, two clients whose clocks are δ apart can over-admit by at most
+/// ⌈2δ/T⌉ in any window of true time (0 with the server's clock). Both hammer one key every
+/// millisecond of true time for two seconds; their manual clocks read true time and true time + δ.
+#[test]
+fn client_time_skew_costs_at_most_2_delta_over_t() {
+    if !available("client_time_skew_costs_at_most_2_delta_over_t") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let (t, b) = (10_000u64, 5u64); // T = 10 ms, burst 5
+        let quota = Quota::new(1, Duration::from_micros(t)).with_burst(b);
+        let mut report = Vec::new();
+        for delta in [0u64, 5_000, 10_000, 25_000, 50_000] {
+            let (ta, tb) = (ManualTime::new(EPOCH_US), ManualTime::new(EPOCH_US + delta));
+            let id = format!("skew{delta}");
+            let a = manual(&backend, &id, quota, Algorithm::TokenBucket, &ta);
+            let bl = manual(&backend, &id, quota, Algorithm::TokenBucket, &tb);
+            let mut admitted = Vec::new();
+            for step in 0..2_000u64 {
+                let now = EPOCH_US + step * 1_000;
+                ta.set(now);
+                tb.set(now + delta);
+                let (first, second) = if step % 2 == 0 { (&a, &bl) } else { (&bl, &a) };
+                for l in [first, second] {
+                    if l.check_key("k").await.is_ok() {
+                        admitted.push(now);
+                    }
+                }
+            }
+            // Largest excess over b + ⌊len/T⌋ in any window of true time.
+            let mut excess = 0i64;
+            for i in 0..admitted.len() {
+                for j in i..admitted.len() {
+                    let allowed = b + (admitted[j] - admitted[i]) / t;
+                    excess = excess.max((j - i + 1) as i64 - allowed as i64);
+                }
+            }
+            let bound = (2 * delta).div_ceil(t) as i64;
+            report.push(format!(
+                "δ = {} ms: excess {excess} (bound {bound})",
+                delta / 1000
+            ));
+            assert!(excess <= bound, "δ = {delta} µs: excess {excess} > {bound}");
+        }
+        eprintln!("client time skew: {}", report.join("; "));
+    });
+}
