@@ -1097,3 +1097,63 @@ fn client_time_skew_costs_at_most_2_delta_over_t() {
         eprintln!("client time skew: {}", report.join("; "));
     });
 }
+
+/// F36 (eviction): under `maxmemory` with `allkeys-lru`, Redis may evict a limiter's state,
+/// which re-opens that subject's burst. Measured: every evicted subject admits exactly one
+/// more burst, the others nothing.
+#[test]
+fn lru_eviction_reopens_exactly_one_burst_per_evicted_subject() {
+    if !available("lru_eviction_reopens_exactly_one_burst_per_evicted_subject") {
+        return;
+    }
+    let server = Server::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let b = 3;
+        let l = RedisRateLimiter::builder(&backend, "lru", Quota::per_hour(1).with_burst(b))
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let subjects = 50u32;
+        for s in 0..subjects {
+            for _ in 0..b {
+                l.check_key(&s).await.unwrap();
+            }
+            assert!(l.check_key(&s).await.is_err());
+        }
+        // Junk well past maxmemory; the next commands make Redis evict.
+        server.cli(&["DEBUG", "POPULATE", "40000", "junk", "100"]);
+        for _ in 0..20 {
+            server.cli(&["SET", "nudge", "x"]);
+        }
+        let evicted_keys: u64 = server
+            .info_field("stats", "evicted_keys")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(evicted_keys > 0, "the server really evicted");
+        // No more evictions while we look.
+        server.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+        let mut evicted = 0;
+        let mut excess = 0;
+        for s in 0..subjects {
+            let key = l.state_key(&s).unwrap();
+            let exists = server.cli(&["EXISTS", std::str::from_utf8(&key).unwrap()]) == "1";
+            let mut admitted = 0;
+            for _ in 0..b + 1 {
+                admitted += u32::from(l.check_key(&s).await.is_ok());
+            }
+            if exists {
+                assert_eq!(admitted, 0, "subject {s} kept its state");
+            } else {
+                evicted += 1;
+                assert_eq!(admitted, b as u32, "subject {s}: one burst re-opened");
+                excess += admitted;
+            }
+        }
+        eprintln!(
+            "allkeys-lru: {evicted_keys} keys evicted by Redis; {evicted} of {subjects} limiter \
+             subjects lost their state and admitted {excess} extra calls ({b} each)"
+        );
+    });
+}
