@@ -687,7 +687,9 @@ impl RedisRateLimiter {
     /// Wait (asynchronously) until `n` is admitted for `key`, or fail at once with
     /// [`RedisDenied::Timeout`], consuming nothing, if that would take longer than `timeout`.
     /// The token and leaky bucket reserve a place and sleep once; the window algorithms sleep
-    /// until their retry time and try again.
+    /// until their retry time and try again. A future dropped while it sleeps keeps its
+    /// reservation (giving it back would take a round trip from a destructor); call
+    /// [`cancel_key`](Self::cancel_key) with the admission if that matters.
     pub async fn acquire_key_n<K: RedisKey + ?Sized>(
         &self,
         key: &K,
