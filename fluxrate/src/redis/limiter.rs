@@ -688,8 +688,10 @@ impl RedisRateLimiter {
     /// [`RedisDenied::Timeout`], consuming nothing, if that would take longer than `timeout`.
     /// The token and leaky bucket reserve a place and sleep once; the window algorithms sleep
     /// until their retry time and try again. A future dropped while it sleeps keeps its
-    /// reservation (giving it back would take a round trip from a destructor); call
-    /// [`cancel_key`](Self::cancel_key) with the admission if that matters.
+    /// reservation (giving it back would take a round trip from a destructor); where that
+    /// matters, use [`reserve_key_n`](Self::reserve_key_n), sleep for its
+    /// [`delay`](Admitted::delay), and [`cancel_key`](Self::cancel_key) if the wait is
+    /// abandoned.
     pub async fn acquire_key_n<K: RedisKey + ?Sized>(
         &self,
         key: &K,
