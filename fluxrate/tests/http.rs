@@ -46,6 +46,15 @@ fn req_from(ip: [u8; 4]) -> Request<()> {
     r
 }
 
+/// The status `svc` answers `req` with.
+async fn status_of<S>(svc: &S, req: Request<()>) -> StatusCode
+where
+    S: Service<Request<()>, Response = Response<String>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    svc.clone().oneshot(req).await.unwrap().status()
+}
+
 fn header<'a>(r: &'a Response<String>, name: &str) -> &'a str {
     r.headers().get(name).map_or("", |v| v.to_str().unwrap())
 }
@@ -123,27 +132,15 @@ async fn trusted_proxy_headers_are_used_and_spoofed_ones_ignored() {
     };
     // Behind the trusted proxy, each client (the rightmost entry) has its own limit.
     assert_eq!(
-        svc.clone()
-            .oneshot(via_proxy("203.0.113.1"))
-            .await
-            .unwrap()
-            .status(),
+        status_of(&svc, via_proxy("203.0.113.1")).await,
         StatusCode::OK
     );
     assert_eq!(
-        svc.clone()
-            .oneshot(via_proxy("203.0.113.2"))
-            .await
-            .unwrap()
-            .status(),
+        status_of(&svc, via_proxy("203.0.113.2")).await,
         StatusCode::OK
     );
     assert_eq!(
-        svc.clone()
-            .oneshot(via_proxy("203.0.113.1"))
-            .await
-            .unwrap()
-            .status(),
+        status_of(&svc, via_proxy("203.0.113.1")).await,
         StatusCode::TOO_MANY_REQUESTS
     );
     // From an untrusted peer the header is ignored: it cannot pick a fresh key per request.
@@ -151,7 +148,7 @@ async fn trusted_proxy_headers_are_used_and_spoofed_ones_ignored() {
         let mut r = req_from([192, 0, 2, 7]);
         r.headers_mut()
             .insert("x-forwarded-for", fake.parse().unwrap());
-        let status = svc.clone().oneshot(r).await.unwrap().status();
+        let status = status_of(&svc, r).await;
         if fake.ends_with('1') {
             assert_eq!(status, StatusCode::OK);
         } else {
@@ -216,14 +213,8 @@ async fn several_limits_are_all_or_nothing() {
         r.headers_mut().insert("x-user", u.parse().unwrap());
         r
     };
-    assert_eq!(
-        svc.clone().oneshot(as_user("a")).await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        svc.clone().oneshot(as_user("b")).await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(status_of(&svc, as_user("a")).await, StatusCode::OK);
+    assert_eq!(status_of(&svc, as_user("b")).await, StatusCode::OK);
     let r = svc.clone().oneshot(as_user("a")).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
@@ -262,14 +253,8 @@ async fn exemptions_and_costs() {
         );
     }
     let post = || Request::post("/x").body(()).unwrap();
-    assert_eq!(
-        svc.clone().oneshot(post()).await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        svc.clone().oneshot(post()).await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(status_of(&svc, post()).await, StatusCode::OK);
+    assert_eq!(status_of(&svc, post()).await, StatusCode::OK);
     let r = svc.clone().oneshot(post()).await.unwrap();
     assert_eq!(
         r.status(),
