@@ -306,13 +306,25 @@ fn ttls_are_exact_and_a_flood_expires() {
                 .algorithm(alg)
                 .build()
                 .unwrap();
-            let mut last = None;
-            for _ in 0..calls {
-                last = Some(l.check_key("subject").await.unwrap());
-            }
-            let a = last.unwrap();
-            let decided = Instant::now();
-            let ttl = pttl(&server, &l.state_key("subject").unwrap());
+            // A fixed window's state lives only until its window ends, and the window is
+            // aligned to the server's clock: calls just before a boundary leave a key that may
+            // expire before it is read. Start early in a window (a fresh subject each try).
+            let mut attempt = 0u32;
+            let (a, decided, subject) = loop {
+                let subject = format!("subject-{attempt}");
+                let mut last = None;
+                for _ in 0..calls {
+                    last = Some(l.check_key(subject.as_str()).await.unwrap());
+                }
+                let a = last.unwrap();
+                let decided = Instant::now();
+                attempt += 1;
+                if a.reset_after() >= Duration::from_millis(500) || attempt == 10 {
+                    break (a, decided, subject);
+                }
+                tokio::time::sleep(a.reset_after() + Duration::from_millis(5)).await;
+            };
+            let ttl = pttl(&server, &l.state_key(subject.as_str()).unwrap());
             // The key's TTL has been running since the decision; allow for that and for the
             // millisecond rounding, nothing more.
             let since = decided.elapsed().as_millis() as i64 + 2;
