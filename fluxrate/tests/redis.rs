@@ -303,6 +303,7 @@ fn ttls_are_exact_and_a_flood_expires() {
         ];
         for (alg, quota, calls, max_ms) in cases {
             let l = RedisRateLimiter::builder(&backend, "ttl", quota)
+                .timeout(Duration::from_secs(2))
                 .algorithm(alg)
                 .build()
                 .unwrap();
@@ -897,6 +898,7 @@ fn tower_layer_with_a_redis_limit() {
     rt().block_on(async {
         let backend = RedisBackend::connect(&server.url()).await.unwrap();
         let shared = RedisRateLimiter::builder(&backend, "http", Quota::per_minute(3))
+            .timeout(Duration::from_secs(2))
             .algorithm(Algorithm::SlidingWindowCounter)
             .build()
             .unwrap();
@@ -1053,6 +1055,7 @@ fn acquire_dry_run_and_client_time() {
             ));
         }
         let l = RedisRateLimiter::builder(&backend, "dry", Quota::per_minute(2))
+            .timeout(Duration::from_secs(2))
             .time(TimeSource::Client)
             .build()
             .unwrap();
@@ -1215,6 +1218,7 @@ fn failover_to_a_lagging_replica_loses_exactly_the_unreplicated_updates() {
         let quota = Quota::per_hour(1).with_burst(b); // T = 1 h: nothing refills
         let on_primary = RedisBackend::connect(&primary.url()).await.unwrap();
         let l = RedisRateLimiter::builder(&on_primary, "failover", quota)
+            .timeout(Duration::from_secs(2))
             .build()
             .unwrap();
         for _ in 0..2 {
@@ -1252,6 +1256,7 @@ fn failover_to_a_lagging_replica_loses_exactly_the_unreplicated_updates() {
         assert_eq!(replica.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
         let on_replica = RedisBackend::connect(&replica.url()).await.unwrap();
         let l = RedisRateLimiter::builder(&on_replica, "failover", quota)
+            .timeout(Duration::from_secs(2))
             .build()
             .unwrap();
         let mut excess = 0;
