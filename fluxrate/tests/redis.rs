@@ -742,7 +742,113 @@ fn works_on_a_three_node_cluster() {
             30 * 3,
             "tb + log + seq per user: {sizes:?}"
         );
+        resharding_is_followed(&cluster, &backend).await;
     });
+}
+
+/// Resharding while a subject is in use: its slot is migrated to another node (`ASK` while the
+/// slot is migrating and its keys have moved, `MOVED` once the slot is handed over). Each
+/// redirection is followed (the script did not run where it was refused), and the state moves
+/// with the keys: the burst is admitted exactly once across the move. A token bucket and a
+/// sliding log (state and sequence keys) are decided together: four declared keys, one slot.
+async fn resharding_is_followed(cluster: &Cluster, backend: &RedisBackend) {
+    let b = 5;
+    let build = |id: &str, alg: Algorithm| {
+        RedisRateLimiter::builder(backend, id, Quota::per_hour(b).with_burst(b))
+            .algorithm(alg)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+    };
+    let (tb, log) = (
+        build("move", Algorithm::TokenBucket),
+        build("move", Algorithm::SlidingLog),
+    );
+    let subject = "moving";
+    let pair = [(&tb, 1), (&log, 1)];
+    let both = || RedisRateLimiter::check_all(subject, &pair);
+    for _ in 0..2 {
+        both().await.unwrap();
+    }
+    let key = String::from_utf8(tb.state_key(subject).unwrap()).unwrap();
+    let slot = cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", &key]);
+    let owner = cluster
+        .nodes
+        .iter()
+        .position(|n| n.try_cli(&["EXISTS", &key]).as_deref() == Some("1"))
+        .expect("one node holds the key");
+    let (src, dst) = (&cluster.nodes[owner], &cluster.nodes[(owner + 1) % 3]);
+    let (src_id, dst_id) = (src.cli(&["CLUSTER", "MYID"]), dst.cli(&["CLUSTER", "MYID"]));
+    let dst_port = dst.port.to_string();
+    assert_eq!(
+        dst.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]),
+        "OK"
+    );
+    assert_eq!(
+        src.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]),
+        "OK"
+    );
+    let keys = src.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+    assert_eq!(
+        keys.lines().count(),
+        3,
+        "token bucket, log, sequence: {keys:?}"
+    );
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &dst_port, "", "0", "5000", "KEYS"];
+    migrate.extend(keys.lines());
+    assert_eq!(src.cli(&migrate), "OK");
+    let ask = src.try_cli(&["EXISTS", &key]).unwrap_or_default();
+    assert!(
+        ask.starts_with("ASK"),
+        "the keys left the old node: {ask:?}"
+    );
+
+    // Migrating: the old owner no longer has the keys and answers ASK.
+    let before = backend.redirects_followed();
+    let a = both().await.unwrap();
+    assert_eq!(backend.redirects_followed() - before, 1, "one ASK followed");
+    assert_eq!(
+        (a[0].remaining(), a[1].remaining()),
+        (2, 2),
+        "the state moved with the keys"
+    );
+
+    // Handed over: the old owner answers MOVED to a client with the old slot map.
+    for node in [dst, src] {
+        assert_eq!(
+            node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]),
+            "OK"
+        );
+    }
+    let moved = src.try_cli(&["EXISTS", &key]).unwrap_or_default();
+    assert!(
+        moved.contains("MOVED"),
+        "the old owner redirects: {moved:?}"
+    );
+    let before = backend.redirects_followed();
+    let a = both().await.unwrap();
+    assert_eq!(
+        backend.redirects_followed() - before,
+        1,
+        "one MOVED followed"
+    );
+    assert_eq!((a[0].remaining(), a[1].remaining()), (1, 1));
+
+    // The rest of the burst, then nothing: the move neither lost nor repeated an admission.
+    both().await.unwrap();
+    assert!(both().await.is_err());
+    assert_eq!(
+        src.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot]),
+        "0",
+        "nothing of the subject left on the old node"
+    );
+    eprintln!(
+        "resharding: slot {slot} moved from :{} to :{}; {} redirections followed in all; \
+         {b} admissions on each limit, as the burst allows",
+        src.port,
+        dst.port,
+        backend.redirects_followed()
+    );
 }
 
 /// F37 (short): two OS processes × 4 threads (each with its own connection) hammer one key

@@ -3,6 +3,7 @@
 use core::fmt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,12 +12,18 @@ use std::time::{Duration, Instant};
 /// The decision script (every algorithm, one or several limits, all or nothing).
 pub(crate) const SCRIPT: &str = include_str!("decide.lua");
 
+/// How many cluster redirections (`MOVED`, `ASK`) one decision follows before it fails as
+/// [`FailureClass::NotExecuted`]. One covers a finished slot move and a slot being migrated;
+/// a second covers a move that completes while the first redirection is followed.
+pub const MAX_REDIRECTS: u32 = 2;
+
 /// How a call to Redis failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FailureClass {
     /// The script certainly did not run: the connection was refused, or the server answered
-    /// with an error (`NOSCRIPT` twice, `OOM`, `READONLY`, `LOADING`, `BUSY`, `MOVED`, …).
+    /// with an error (`NOSCRIPT` twice, `OOM`, `READONLY`, `LOADING`, `BUSY`, a redirection after
+    /// [`MAX_REDIRECTS`] followed, …).
     NotExecuted,
     /// It may or may not have run: the time budget ran out, or the connection broke, after the
     /// request could have been sent. Never retried automatically: a retry could count the
@@ -110,6 +117,7 @@ struct Inner {
     breaker: Breaker,
     reloads: AtomicU64,
     sent: AtomicU64,
+    redirects: AtomicU64,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -149,9 +157,12 @@ impl RedisBackend {
 
     /// Connect to a Redis Cluster through any of its nodes (`redis://host:port`).
     ///
-    /// The client is built without command retries: a redirection (`MOVED`, `ASK`) during
-    /// resharding fails that one decision as [`FailureClass::NotExecuted`] (the client refreshes
-    /// its slot map for the next one) instead of risking a repeated write.
+    /// The client is built without command retries of its own, so that a request whose fate is
+    /// unknown is never repeated. Redirections during resharding are followed here instead:
+    /// a `MOVED` or `ASK` reply says the script did not run on that node, so the decision is
+    /// sent to the node named in the reply (after `ASKING` for `ASK`), at most
+    /// [`MAX_REDIRECTS`] times within the limiter's time budget. A `MOVED` reply also makes
+    /// the client refresh its slot map for later calls.
     pub async fn cluster<I, S>(nodes: I, options: BackendOptions) -> Result<Self, RedisError>
     where
         I: IntoIterator<Item = S>,
@@ -174,6 +185,7 @@ impl RedisBackend {
                 breaker: Breaker::new(options.breaker_failures, options.breaker_open_for),
                 reloads: AtomicU64::new(0),
                 sent: AtomicU64::new(0),
+                redirects: AtomicU64::new(0),
             }),
         }
     }
@@ -191,6 +203,11 @@ impl RedisBackend {
     /// How many script commands (`EVALSHA` and `EVAL`) this backend has sent.
     pub fn commands_sent(&self) -> u64 {
         self.inner.sent.load(Ordering::Relaxed)
+    }
+
+    /// How many cluster redirections (`MOVED`, `ASK`) this backend has followed.
+    pub fn redirects_followed(&self) -> u64 {
+        self.inner.redirects.load(Ordering::Relaxed)
     }
 
     /// Whether the circuit breaker is open (calls fail at once without reaching Redis).
@@ -212,7 +229,9 @@ impl RedisBackend {
     }
 
     /// Run the script once within `budget`: `EVALSHA`, and on `NOSCRIPT` one `EVAL` of the
-    /// body (which also caches it on that node). Nothing else is ever retried.
+    /// body (which also caches it on that node); on a cluster, a `MOVED` or `ASK` reply is
+    /// followed to the node it names (up to [`MAX_REDIRECTS`]). These replies all say that the
+    /// script did not run; nothing whose fate is unknown is ever sent again.
     pub(crate) async fn eval(
         &self,
         keys: &[Vec<u8>],
@@ -229,15 +248,20 @@ impl RedisBackend {
         }
         let call = async {
             let mut conn = self.inner.conn.clone();
-            self.inner.sent.fetch_add(1, Ordering::Relaxed);
-            let first = run(&mut conn, "EVALSHA", &self.inner.hash, keys, args).await;
-            match first {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    self.inner.reloads.fetch_add(1, Ordering::Relaxed);
-                    self.inner.sent.fetch_add(1, Ordering::Relaxed);
-                    run(&mut conn, "EVAL", SCRIPT, keys, args).await
+            let mut to = Target::Slot;
+            let mut followed = 0;
+            loop {
+                match self.run_script(&mut conn, &to, keys, args).await {
+                    Err(e) if followed < MAX_REDIRECTS && matches!(conn, Conn::Cluster(_)) => {
+                        let Some(next) = Target::redirect(&e) else {
+                            return Err(e);
+                        };
+                        followed += 1;
+                        self.inner.redirects.fetch_add(1, Ordering::Relaxed);
+                        to = next;
+                    }
+                    other => return other,
                 }
-                other => other,
             }
         };
         let result = match tokio::time::timeout(budget, call).await {
@@ -258,6 +282,58 @@ impl RedisBackend {
             Err(_) => b.failure(),
         }
         result
+    }
+}
+
+impl RedisBackend {
+    /// `EVALSHA` at `to`, and on `NOSCRIPT` one `EVAL` there.
+    async fn run_script(
+        &self,
+        conn: &mut Conn,
+        to: &Target,
+        keys: &[Vec<u8>],
+        args: &[i64],
+    ) -> Result<Vec<i64>, RedisError> {
+        self.inner.sent.fetch_add(1, Ordering::Relaxed);
+        match run(
+            conn,
+            to,
+            script_cmd("EVALSHA", &self.inner.hash, keys, args),
+        )
+        .await
+        {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.inner.reloads.fetch_add(1, Ordering::Relaxed);
+                self.inner.sent.fetch_add(1, Ordering::Relaxed);
+                run(conn, to, script_cmd("EVAL", SCRIPT, keys, args)).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Where a script command goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// Where the connection routes it: the key's slot on a cluster.
+    Slot,
+    /// The node a `MOVED` reply named.
+    Moved { host: String, port: u16 },
+    /// The node an `ASK` reply named, preceded by `ASKING` on the same connection.
+    Ask { host: String, port: u16 },
+}
+
+impl Target {
+    /// The target a `MOVED` or `ASK` reply names; `None` for any other error.
+    fn redirect(e: &RedisError) -> Option<Target> {
+        let (addr, _slot) = e.redirect_node()?;
+        let (host, port) = addr.rsplit_once(':')?;
+        let (host, port) = (host.to_owned(), port.parse().ok()?);
+        match e.kind() {
+            ErrorKind::Server(ServerErrorKind::Moved) => Some(Target::Moved { host, port }),
+            ErrorKind::Server(ServerErrorKind::Ask) => Some(Target::Ask { host, port }),
+            _ => None,
+        }
     }
 }
 
@@ -300,16 +376,37 @@ fn manager_config(options: &BackendOptions) -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(500))
 }
 
-async fn run(
-    conn: &mut Conn,
-    command: &str,
-    script: &str,
-    keys: &[Vec<u8>],
-    args: &[i64],
-) -> Result<Vec<i64>, RedisError> {
+fn script_cmd(command: &str, script: &str, keys: &[Vec<u8>], args: &[i64]) -> redis::Cmd {
     let mut cmd = redis::cmd(command);
     cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
-    cmd.query_async(conn).await
+    cmd
+}
+
+async fn run(conn: &mut Conn, to: &Target, cmd: redis::Cmd) -> Result<Vec<i64>, RedisError> {
+    let (c, node, asking) = match (conn, to) {
+        (conn, Target::Slot) => return cmd.query_async(conn).await,
+        (Conn::Cluster(c), Target::Moved { host, port }) => (c, node(host, *port), false),
+        (Conn::Cluster(c), Target::Ask { host, port }) => (c, node(host, *port), true),
+        // Redirections are only followed on a cluster connection.
+        (Conn::Single(c), _) => return cmd.query_async(c).await,
+    };
+    let reply = if asking {
+        let mut p = redis::pipe();
+        p.cmd("ASKING").add_command(cmd);
+        // The reply of the second command only.
+        let mut replies = c.route_pipeline(p, 1, 1, node).await?;
+        replies.pop().unwrap_or(redis::Value::Nil)
+    } else {
+        c.route_command(cmd, RoutingInfo::SingleNode(node)).await?
+    };
+    Ok(redis::from_redis_value(reply)?)
+}
+
+fn node(host: &str, port: u16) -> SingleNodeRoutingInfo {
+    SingleNodeRoutingInfo::ByAddress {
+        host: host.to_owned(),
+        port,
+    }
 }
 
 /// Whether the script can have run: a reply from the server (even an error) or a refused

@@ -1,6 +1,7 @@
 -- fluxrate: one atomic rate-limit decision over one or more limits of one subject.
 --
--- KEYS: two per limit (its state, and an auxiliary key: the sliding log's member sequence).
+-- KEYS: two per limit (its state, and an auxiliary key: the sliding log's member sequence;
+-- the other algorithms name their state key twice).
 -- ARGV: now (integer microseconds; -1 reads the server's TIME), mode, m (the number of limits),
 -- ttl_extra (milliseconds added to every TTL: 0, except under a test's manual time, which does
 -- not follow the server's clock), then six per limit: algorithm, t, cap, n, max_wait, extra.

@@ -501,7 +501,7 @@ impl RedisBuilder {
                 let code = match other {
                     Algorithm::FixedWindow => 3,
                     Algorithm::SlidingWindowCounter => 4,
-                    _ => 5,
+                    _ => SLIDING_LOG,
                 };
                 (code, period_us, calls)
             }
@@ -924,6 +924,9 @@ impl RedisRateLimiter {
     }
 }
 
+/// The script's code of the sliding log (see `decide.lua`).
+const SLIDING_LOG: i64 = 5;
+
 struct Call<'a> {
     limit: &'a Inner,
     n: u64,
@@ -946,7 +949,12 @@ impl Inner {
         }
         state.extend_from_slice(&self.tail);
         let mut aux = state.clone();
-        aux.extend_from_slice(b":seq");
+        // Only the sliding log has an auxiliary key. The others name their state twice, so
+        // that every key a script declares exists together: on a cluster, a slot being
+        // migrated refuses a script whose keys are only partly present (`TRYAGAIN`).
+        if self.code == SLIDING_LOG {
+            aux.extend_from_slice(b":seq");
+        }
         Ok((state, aux))
     }
 

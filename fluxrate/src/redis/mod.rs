@@ -16,7 +16,7 @@ mod backend;
 mod key;
 mod limiter;
 
-pub use backend::{BackendOptions, FailureClass, RedisBackend, Unavailable};
+pub use backend::{BackendOptions, FailureClass, RedisBackend, Unavailable, MAX_REDIRECTS};
 pub use key::RedisKey;
 pub use limiter::{
     DecidedBy, Decision, FailurePolicy, InvalidInput, ManualTime, RedisBuilder, RedisConfigError,

@@ -101,7 +101,7 @@ impl Server {
         self.child.as_ref().expect("running").id()
     }
 
-    fn try_cli(&self, args: &[&str]) -> Option<String> {
+    pub fn try_cli(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(args)
