@@ -30,8 +30,23 @@ pub struct NotKeyed(());
 ///
 /// A keyed limiter uses its direct cell as the shared cell of [`Overflow::Shared`].
 struct Cells<K, V, S> {
-    direct: V,
+    direct: Padded<V>,
     keyed: Option<KeyedStore<K, V, S>>,
+}
+
+/// The direct cell on cache lines of its own (two, against adjacent-line prefetch): threads
+/// contending on it then do not also evict the limiter's read-only parameters, which sit next
+/// to it, from each other's caches.
+#[repr(align(128))]
+struct Padded<V>(V);
+
+impl<V> core::ops::Deref for Padded<V> {
+    type Target = V;
+
+    #[inline(always)]
+    fn deref(&self) -> &V {
+        &self.0
+    }
 }
 
 /// Enum dispatch over the algorithms: parameters and cells side by side.
@@ -344,7 +359,7 @@ impl<K: Hash + Eq, V, S: BuildHasher + Clone> Cells<K, V, S> {
     /// The direct cell, and the keyed store if the builder asks for one.
     fn new<C>(direct: V, b: &Builder<K, C, S>) -> Self {
         Self {
-            direct,
+            direct: Padded(direct),
             keyed: b
                 .keyed
                 .then(|| KeyedStore::new(b.hasher.clone(), b.max_keys, b.per_key_stats)),
