@@ -18,7 +18,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -72,8 +72,8 @@ fn case(group: &'static str, name: impl Into<String>, run: impl FnMut(u64) + 'st
 
 #[path = "common/governor.rs"]
 mod governor_quota;
-use fluxrate_benches::open_quota;
-use governor_quota::g_open as g_open_quota;
+use fluxrate_benches::{live_quota, open_quota};
+use governor_quota::{g_live, g_open as g_open_quota};
 
 /// Always refuses after the first call.
 fn closed_quota() -> Quota {
@@ -407,138 +407,153 @@ fn macro_cases(v: &mut Vec<Case>) {
     ));
 }
 
-/// `keys` u64 keys round-robin on a keyed limiter with `hasher`.
-fn keyed_with_hasher<S>(group: &'static str, name: &str, hasher: S, keys: u64) -> Case
-where
-    S: BuildHasher + Clone + Send + Sync + 'static,
-{
-    let l = RateLimiter::builder(open_quota())
-        .keyed::<u64>()
-        .hasher(hasher)
-        .build()
-        .unwrap();
+/// The next of `keys` keys, round-robin (no `%`: a division per call would add the same
+/// ~10 ns to every contender).
+fn rr(i: &mut u64, keys: u64) -> u64 {
+    *i += 1;
+    if *i >= keys {
+        *i = 0;
+    }
+    *i
+}
+
+/// `keys` u64 keys round-robin through `check`, after one check of each (every key present).
+fn round_robin(
+    group: &'static str,
+    name: &str,
+    keys: u64,
+    check: impl Fn(&u64) -> bool + 'static,
+) -> Case {
     for k in 0..keys {
-        l.allow_key(&k);
+        check(&k);
     }
     let mut i = 0u64;
     case(group, name, move |n| {
         for _ in 0..n {
-            i += 1;
-            if i >= keys {
-                i = 0;
-            }
-            black_box(l.allow_key(&i));
+            black_box(check(&rr(&mut i, keys)));
         }
     })
 }
 
-fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
-    fn rr(i: &mut u64, keys: u64) -> u64 {
-        *i += 1;
-        if *i >= keys {
-            *i = 0;
-        }
-        *i
+/// A keyed fluxrate limiter on `live_quota` with the given clock, hasher and stats setting.
+fn flux_keyed<C: Clock, S>(clock: C, hasher: S, stats: bool) -> RateLimiter<u64, C, S>
+where
+    S: BuildHasher + Clone,
+{
+    RateLimiter::builder(live_quota())
+        .clock(clock)
+        .stats(stats)
+        .keyed::<u64>()
+        .hasher(hasher)
+        .build()
+        .unwrap()
+}
+
+/// The floor under any keyed limiter built on `DashMap` (fluxrate's and governor's both are):
+/// the lookup (hash, shard read lock and unlock, probe) and one atomic read-modify-write on
+/// the value, with no clock and no rate logic.
+fn store_floor<S>(group: &'static str, name: &str, hasher: S, keys: u64) -> Case
+where
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    let m = dashmap::DashMap::with_hasher(hasher);
+    for k in 0..keys {
+        m.insert(k, AtomicU64::new(0));
     }
+    round_robin(group, name, keys, move |k| {
+        m.get(k)
+            .map(|c| c.fetch_add(1, Ordering::Relaxed))
+            .is_some()
+    })
+}
+
+fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
     for keys in [1u64, 10_000, 1_000_000] {
         let group = match keys {
             1 => "keyed: one hot u64 key",
             10_000 => "keyed: 10,000 u64 keys",
             _ => "keyed: 1,000,000 u64 keys",
         };
-        let l = RateLimiter::builder(open_quota())
-            .keyed::<u64>()
-            .build()
-            .unwrap();
-        let g = governor::RateLimiter::keyed(g_open_quota());
-        for k in 0..keys {
-            l.allow_key(&k);
-            let _ = g.check_key(&k);
-        }
-        let mut i = 0;
-        v.push(case(
+        let l = flux_keyed(MonotonicClock::new(), fluxrate::KeyHasher::new(), true);
+        v.push(round_robin(
             group,
             "fluxrate allow_key (MonotonicClock, foldhash)",
-            move |n| {
-                for _ in 0..n {
-                    black_box(l.allow_key(&rr(&mut i, keys)));
-                }
-            },
+            keys,
+            move |k| l.allow_key(k),
         ));
-        let l = RateLimiter::builder(open_quota())
-            .clock(cached.clone())
-            .keyed::<u64>()
-            .build()
-            .unwrap();
-        for k in 0..keys {
-            l.allow_key(&k);
+        let l = flux_keyed(cached.clone(), fluxrate::KeyHasher::new(), true);
+        v.push(round_robin(
+            group,
+            "fluxrate allow_key (CachedClock)",
+            keys,
+            move |k| l.allow_key(k),
+        ));
+        if keys < 1_000_000 {
+            let l = flux_keyed(cached.clone(), fluxrate::KeyHasher::new(), false);
+            v.push(round_robin(
+                group,
+                "fluxrate allow_key (CachedClock, stats off)",
+                keys,
+                move |k| l.allow_key(k),
+            ));
         }
-        let mut i = 0;
-        v.push(case(group, "fluxrate allow_key (CachedClock)", move |n| {
-            for _ in 0..n {
-                black_box(l.allow_key(&rr(&mut i, keys)));
-            }
-        }));
-        let gm = governor::RateLimiter::dashmap_with_clock(
-            g_open_quota(),
-            governor::clock::MonotonicClock,
-        );
-        for k in 0..keys {
-            let _ = gm.check_key(&k);
-        }
-        let mut i = 0;
-        v.push(case(
+        let g =
+            governor::RateLimiter::dashmap_with_clock(g_live(), governor::clock::MonotonicClock);
+        v.push(round_robin(
             group,
             "governor check_key (MonotonicClock, DashMap)",
-            move |n| {
-                for _ in 0..n {
-                    black_box(gm.check_key(&rr(&mut i, keys)).is_ok());
-                }
-            },
+            keys,
+            move |k| g.check_key(k).is_ok(),
         ));
-        let mut i = 0;
-        v.push(case(
+        let g = governor::RateLimiter::keyed(g_live());
+        v.push(round_robin(
             group,
             "governor check_key (default clock, DashMap)",
-            move |n| {
-                for _ in 0..n {
-                    black_box(g.check_key(&rr(&mut i, keys)).is_ok());
-                }
-            },
+            keys,
+            move |k| g.check_key(k).is_ok(),
         ));
-        let gu = governor::RateLimiter::dashmap_with_clock(g_open_quota(), upkeep());
-        for k in 0..keys {
-            let _ = gu.check_key(&k);
-        }
-        let mut i = 0;
-        v.push(case(
+        let g = governor::RateLimiter::dashmap_with_clock(g_live(), upkeep());
+        v.push(round_robin(
             group,
             "governor check_key (QuantaUpkeepClock, DashMap)",
-            move |n| {
-                for _ in 0..n {
-                    black_box(gu.check_key(&rr(&mut i, keys)).is_ok());
-                }
-            },
+            keys,
+            move |k| g.check_key(k).is_ok(),
         ));
-        if keys == 10_000 {
-            v.push(keyed_with_hasher(
+        if keys < 1_000_000 {
+            v.push(store_floor(
                 group,
-                "fluxrate allow_key, SipHash instead of foldhash",
+                "DashMap::get + one atomic RMW alone (foldhash): the store's floor",
+                fluxrate::KeyHasher::new(),
+                keys,
+            ));
+            v.push(store_floor(
+                group,
+                "DashMap::get + one atomic RMW alone (SipHash, governor's hasher)",
                 RandomState::new(),
                 keys,
             ));
-            v.push(keyed_with_hasher(
+        }
+        if keys == 10_000 {
+            let l = flux_keyed(MonotonicClock::new(), RandomState::new(), true);
+            v.push(round_robin(
+                group,
+                "fluxrate allow_key, SipHash instead of foldhash",
+                keys,
+                move |k| l.allow_key(k),
+            ));
+            let l = flux_keyed(MonotonicClock::new(), ConstantHasher, true);
+            v.push(round_robin(
                 group,
                 "fluxrate allow_key, constant hash (a flooded table)",
-                ConstantHasher,
                 keys,
+                move |k| l.allow_key(k),
             ));
         }
     }
     // The same clock on both sides: Instant (safe), then each one's fastest.
     let names: Vec<String> = (0..1_000).map(|i| format!("user-{i:05}")).collect();
     let group = "keyed: 1,000 String keys";
-    let l = RateLimiter::builder(open_quota())
+    let l = RateLimiter::builder(live_quota())
         .keyed::<String>()
         .build()
         .unwrap();
@@ -549,7 +564,7 @@ fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
         move |k| l.allow_key(k.as_str()),
     ));
     let g = governor::RateLimiter::<String, _, _, _>::dashmap_with_clock(
-        g_open_quota(),
+        g_live(),
         governor::clock::MonotonicClock,
     );
     v.push(string_case(
@@ -558,7 +573,7 @@ fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
         &names,
         move |k| g.check_key(k).is_ok(),
     ));
-    let l = RateLimiter::builder(open_quota())
+    let l = RateLimiter::builder(live_quota())
         .clock(cached.clone())
         .keyed::<String>()
         .build()
@@ -569,7 +584,7 @@ fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
         &names,
         move |k| l.allow_key(k.as_str()),
     ));
-    let g = governor::RateLimiter::<String, _, _, _>::dashmap_with_clock(g_open_quota(), upkeep());
+    let g = governor::RateLimiter::<String, _, _, _>::dashmap_with_clock(g_live(), upkeep());
     v.push(string_case(
         group,
         "governor check_key(&String) (QuantaUpkeepClock)",
@@ -592,21 +607,26 @@ fn string_case(
     let mut i = 0;
     case(group, name, move |n| {
         for _ in 0..n {
-            i = (i + 1) % names.len();
+            // No `%`: a division per call would add the same ~10 ns to both sides.
+            i += 1;
+            if i == names.len() {
+                i = 0;
+            }
             black_box(check(&names[i]));
         }
     })
 }
 
 /// Two threads hammering one limiter; `f(thread index)`; ns per operation of wall time.
-fn two_threads<F: Fn(u64) -> bool + Sync>(ops: u64, f: F) -> f64 {
+/// Wall ns per operation of `ops` calls `f(thread, i)` on each of two threads.
+fn two_threads<F: Fn(u64, u64) -> bool + Sync>(ops: u64, f: F) -> f64 {
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..2u64 {
             let f = &f;
             s.spawn(move || {
-                for _ in 0..ops {
-                    black_box(f(t));
+                for i in 0..ops {
+                    black_box(f(t, i));
                 }
             });
         }
@@ -627,6 +647,13 @@ fn print_group(group: &str, rows: &[(String, f64)]) {
     }
 }
 
+/// Thread `t`'s keys: 1,024 of its own, round-robin. (One key per thread would put both keys
+/// on one `DashMap` shard in one run out of eight, with random seeds, and then measure both
+/// threads taking that shard's lock on every call.)
+fn own_key(t: u64, i: u64) -> u64 {
+    t + 2 * (i & 1023)
+}
+
 fn threads_section(quick: bool, cached: &CachedClock) {
     let ops = if quick { 20_000 } else { 2_000_000 };
     let rounds = if quick { 3 } else { 15 };
@@ -636,33 +663,60 @@ fn threads_section(quick: bool, cached: &CachedClock) {
         governor::RateLimiter::direct_with_clock(g_open_quota(), governor::clock::MonotonicClock);
     let lc = direct(Algorithm::TokenBucket, open_quota(), cached.clone());
     let gc = governor::RateLimiter::direct_with_clock(g_open_quota(), upkeep());
-    let lk = RateLimiter::builder(open_quota())
+    let lk = RateLimiter::builder(live_quota())
         .keyed::<u64>()
         .build()
         .unwrap();
-    let gk = governor::RateLimiter::keyed(g_open_quota());
+    let gk = governor::RateLimiter::keyed(g_live());
+    let gkm = governor::RateLimiter::dashmap_with_clock(g_live(), governor::clock::MonotonicClock);
+    let lkc = RateLimiter::builder(live_quota())
+        .clock(cached.clone())
+        .keyed::<u64>()
+        .build()
+        .unwrap();
+    let gkc = governor::RateLimiter::dashmap_with_clock(g_live(), upkeep());
     let mut samples: Vec<(String, Vec<f64>)> = [
         "fluxrate, one direct limiter (MonotonicClock)",
         "governor, one direct limiter (MonotonicClock)",
         "governor, one direct limiter (default clock)",
         "fluxrate, one direct limiter (CachedClock)",
         "governor, one direct limiter (QuantaUpkeepClock)",
-        "fluxrate, keyed, a distinct key per thread",
-        "governor, keyed, a distinct key per thread",
+        "fluxrate, keyed, 1,024 keys of its own per thread (MonotonicClock)",
+        "governor, keyed, 1,024 keys of its own per thread (MonotonicClock)",
+        "governor, keyed, 1,024 keys of its own per thread (default clock)",
+        "fluxrate, keyed, 1,024 keys of its own per thread (CachedClock)",
+        "governor, keyed, 1,024 keys of its own per thread (QuantaUpkeepClock)",
     ]
     .iter()
     .map(|s| (s.to_string(), Vec::new()))
     .collect();
     for _ in 0..rounds {
-        samples[0].1.push(two_threads(ops, |_| l.allow()));
-        samples[1].1.push(two_threads(ops, |_| gm.check().is_ok()));
-        samples[2].1.push(two_threads(ops, |_| g.check().is_ok()));
-        samples[3].1.push(two_threads(ops, |_| lc.allow()));
-        samples[4].1.push(two_threads(ops, |_| gc.check().is_ok()));
-        samples[5].1.push(two_threads(ops, |t| lk.allow_key(&t)));
-        samples[6]
+        samples[0].1.push(two_threads(ops, |_, _| l.allow()));
+        samples[1]
             .1
-            .push(two_threads(ops, |t| gk.check_key(&t).is_ok()));
+            .push(two_threads(ops, |_, _| gm.check().is_ok()));
+        samples[2]
+            .1
+            .push(two_threads(ops, |_, _| g.check().is_ok()));
+        samples[3].1.push(two_threads(ops, |_, _| lc.allow()));
+        samples[4]
+            .1
+            .push(two_threads(ops, |_, _| gc.check().is_ok()));
+        samples[5]
+            .1
+            .push(two_threads(ops, |t, i| lk.allow_key(&own_key(t, i))));
+        samples[6].1.push(two_threads(ops, |t, i| {
+            gkm.check_key(&own_key(t, i)).is_ok()
+        }));
+        samples[7].1.push(two_threads(ops, |t, i| {
+            gk.check_key(&own_key(t, i)).is_ok()
+        }));
+        samples[8]
+            .1
+            .push(two_threads(ops, |t, i| lkc.allow_key(&own_key(t, i))));
+        samples[9].1.push(two_threads(ops, |t, i| {
+            gkc.check_key(&own_key(t, i)).is_ok()
+        }));
     }
     let rows: Vec<(String, f64)> = samples
         .into_iter()
@@ -784,8 +838,8 @@ fn main() {
     direct_cases(&mut cases, &cached);
     keyed_cases(&mut cases, &cached);
     macro_cases(&mut cases);
-    // `--only TEXT`: just the groups whose title contains TEXT (and no thread, flood or memory
-    // sections), for iterating on one case.
+    // `--only TEXT`: just the groups and sections whose title contains TEXT, for iterating on
+    // one case.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     if let Some(only) = &only {
         cases.retain(|c| c.group.contains(only.as_str()));
@@ -834,9 +888,14 @@ fn main() {
             .collect();
         print_group(group, &rows);
     }
-    if only.is_none() {
+    let want = |title: &str| only.as_ref().map_or(true, |o| title.contains(o.as_str()));
+    if want("two threads") {
         threads_section(quick, &cached);
+    }
+    if want("key flood") {
         flood_section(quick);
+    }
+    if want("memory") {
         memory_section(quick);
     }
 }

@@ -7,11 +7,10 @@ use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-fn g_open_quota() -> governor::Quota {
-    governor::Quota::with_period(Duration::from_nanos(1))
-        .expect("non-zero period")
-        .allow_burst(NonZeroU32::MAX)
-}
+#[path = "common/governor.rs"]
+#[allow(dead_code)]
+mod governor_quota;
+use governor_quota::g_open as g_open_quota;
 
 fn direct(c: &mut Criterion) {
     let mut g = c.benchmark_group("direct");

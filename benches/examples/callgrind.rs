@@ -4,7 +4,8 @@
 //! ```text
 //! cargo build --release -p fluxrate-benches --example callgrind
 //! valgrind --tool=callgrind target/release/examples/callgrind flux_tb   # or: flux_fixed, flux_swc,
-//!                                                                        # flux_keyed, gov, gov_keyed, empty
+//!                                                                        # flux_keyed, floor_keyed, gov,
+//!                                                                        # gov_keyed, empty
 //! ```
 //!
 //! Each runs 1,000,000 checks with a fake clock (so the clock read does not dominate); subtract
@@ -13,6 +14,7 @@
 use fluxrate::{Algorithm, ManualClock, Quota, RateLimiter};
 use std::hint::black_box;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const N: u64 = 1_000_000;
@@ -54,6 +56,19 @@ fn main() {
                 black_box(l.allow_key(&(i % 1000)));
             }
         }
+        "floor_keyed" => {
+            // The store alone: a DashMap lookup and one atomic add, as in `compare`.
+            let m = dashmap::DashMap::with_hasher(fluxrate::KeyHasher::new());
+            for k in 0..1000u64 {
+                m.insert(k, AtomicU64::new(0));
+            }
+            for i in 0..N {
+                black_box(
+                    m.get(&(i % 1000))
+                        .map(|c| c.fetch_add(1, Ordering::Relaxed)),
+                );
+            }
+        }
         "gov" => {
             let q = governor::Quota::with_period(Duration::from_nanos(1))
                 .unwrap()
@@ -80,7 +95,7 @@ fn main() {
         }
         "empty" => {}
         other => {
-            eprintln!("unknown workload {other:?}: flux_tb, flux_swc, flux_fixed, flux_keyed, gov, gov_keyed, empty");
+            eprintln!("unknown workload {other:?}: flux_tb, flux_swc, flux_fixed, flux_keyed, floor_keyed, gov, gov_keyed, empty");
             std::process::exit(2);
         }
     }
