@@ -794,19 +794,76 @@ async fn resharding_is_followed(cluster: &Cluster, backend: &RedisBackend) {
         3,
         "token bucket, log, sequence: {keys:?}"
     );
-    let mut migrate = vec!["MIGRATE", "127.0.0.1", &dst_port, "", "0", "5000", "KEYS"];
-    migrate.extend(keys.lines());
-    assert_eq!(src.cli(&migrate), "OK");
+    // The sliding log's state key moves first: the old owner then holds two of the decision's
+    // three keys and answers TRYAGAIN. A helper moves the other two once the server has said
+    // TRYAGAIN at least once (INFO errorstats); the decision waits it out, then follows the
+    // old owner's ASK.
+    let log_key = String::from_utf8(log.state_key(subject).unwrap()).unwrap();
+    let to_port = dst_port.clone();
+    let migrate = move |node: u16, keys: &[&str]| {
+        let port = node.to_string();
+        let mut args = vec!["-h", "127.0.0.1", "-p", &port, "MIGRATE", "127.0.0.1"];
+        args.extend([to_port.as_str(), "", "0", "5000", "KEYS"]);
+        args.extend(keys);
+        let out = std::process::Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(migrate(src.port, &[&log_key]), "OK");
+    let rest: Vec<String> = keys
+        .lines()
+        .filter(|k| *k != log_key)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(rest.len(), 2);
+    let src_port = src.port;
+    let tryagains = move || {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &src_port.to_string(),
+                "INFO",
+                "errorstats",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("errorstat_TRYAGAIN:count="))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    let helper = std::thread::spawn({
+        let (rest, migrate) = (rest.clone(), migrate.clone());
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while tryagains() == 0 {
+                assert!(Instant::now() < deadline, "no TRYAGAIN seen");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            migrate(src_port, &rest)
+        }
+    });
+
+    // Migrating: TRYAGAIN while the keys are split, then ASK once they have all left.
+    let (before, waits) = (backend.redirects_followed(), backend.cluster_waits());
+    let a = both().await.unwrap();
+    assert_eq!(helper.join().unwrap(), "OK");
+    assert!(
+        backend.cluster_waits() > waits,
+        "waited out TRYAGAIN (the server answered it {} times)",
+        tryagains()
+    );
+    assert_eq!(backend.redirects_followed() - before, 1, "one ASK followed");
     let ask = src.try_cli(&["EXISTS", &key]).unwrap_or_default();
     assert!(
         ask.starts_with("ASK"),
         "the keys left the old node: {ask:?}"
     );
-
-    // Migrating: the old owner no longer has the keys and answers ASK.
-    let before = backend.redirects_followed();
-    let a = both().await.unwrap();
-    assert_eq!(backend.redirects_followed() - before, 1, "one ASK followed");
     assert_eq!(
         (a[0].remaining(), a[1].remaining()),
         (2, 2),
@@ -843,11 +900,12 @@ async fn resharding_is_followed(cluster: &Cluster, backend: &RedisBackend) {
         "nothing of the subject left on the old node"
     );
     eprintln!(
-        "resharding: slot {slot} moved from :{} to :{}; {} redirections followed in all; \
-         {b} admissions on each limit, as the burst allows",
+        "resharding: slot {slot} moved from :{} to :{}; {} redirections followed and {} \
+         TRYAGAIN waits in all; {b} admissions on each limit, as the burst allows",
         src.port,
         dst.port,
-        backend.redirects_followed()
+        backend.redirects_followed(),
+        backend.cluster_waits()
     );
 }
 

@@ -17,13 +17,18 @@ pub(crate) const SCRIPT: &str = include_str!("decide.lua");
 /// a second covers a move that completes while the first redirection is followed.
 pub const MAX_REDIRECTS: u32 = 2;
 
+/// The first wait after a `TRYAGAIN` reply (keys of one decision split by a slot migration);
+/// each further wait doubles, up to [`TRYAGAIN_MAX_WAIT`].
+const TRYAGAIN_FIRST_WAIT: Duration = Duration::from_millis(2);
+const TRYAGAIN_MAX_WAIT: Duration = Duration::from_millis(50);
+
 /// How a call to Redis failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FailureClass {
     /// The script certainly did not run: the connection was refused, or the server answered
     /// with an error (`NOSCRIPT` twice, `OOM`, `READONLY`, `LOADING`, `BUSY`, a redirection after
-    /// [`MAX_REDIRECTS`] followed, …).
+    /// [`MAX_REDIRECTS`] followed, `TRYAGAIN` when the budget leaves no room to wait, …).
     NotExecuted,
     /// It may or may not have run: the time budget ran out, or the connection broke, after the
     /// request could have been sent. Never retried automatically: a retry could count the
@@ -118,6 +123,7 @@ struct Inner {
     reloads: AtomicU64,
     sent: AtomicU64,
     redirects: AtomicU64,
+    cluster_waits: AtomicU64,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -161,8 +167,9 @@ impl RedisBackend {
     /// unknown is never repeated. Redirections during resharding are followed here instead:
     /// a `MOVED` or `ASK` reply says the script did not run on that node, so the decision is
     /// sent to the node named in the reply (after `ASKING` for `ASK`), at most
-    /// [`MAX_REDIRECTS`] times within the limiter's time budget. A `MOVED` reply also makes
-    /// the client refresh its slot map for later calls.
+    /// [`MAX_REDIRECTS`] times within the limiter's time budget; a `TRYAGAIN` reply (the
+    /// decision's keys split between two nodes mid-migration) is waited out within the budget.
+    /// A `MOVED` reply also makes the client refresh its slot map for later calls.
     pub async fn cluster<I, S>(nodes: I, options: BackendOptions) -> Result<Self, RedisError>
     where
         I: IntoIterator<Item = S>,
@@ -186,6 +193,7 @@ impl RedisBackend {
                 reloads: AtomicU64::new(0),
                 sent: AtomicU64::new(0),
                 redirects: AtomicU64::new(0),
+                cluster_waits: AtomicU64::new(0),
             }),
         }
     }
@@ -210,6 +218,12 @@ impl RedisBackend {
         self.inner.redirects.load(Ordering::Relaxed)
     }
 
+    /// How many times a decision waited and tried again after a `TRYAGAIN` reply (a slot
+    /// migration had split its keys between two nodes).
+    pub fn cluster_waits(&self) -> u64 {
+        self.inner.cluster_waits.load(Ordering::Relaxed)
+    }
+
     /// Whether the circuit breaker is open (calls fail at once without reaching Redis).
     pub fn breaker_open(&self) -> bool {
         self.inner.breaker.is_open()
@@ -230,8 +244,10 @@ impl RedisBackend {
 
     /// Run the script once within `budget`: `EVALSHA`, and on `NOSCRIPT` one `EVAL` of the
     /// body (which also caches it on that node); on a cluster, a `MOVED` or `ASK` reply is
-    /// followed to the node it names (up to [`MAX_REDIRECTS`]). These replies all say that the
-    /// script did not run; nothing whose fate is unknown is ever sent again.
+    /// followed to the node it names (up to [`MAX_REDIRECTS`]), and after `TRYAGAIN` the call
+    /// waits (2 ms, doubling up to 50 ms) and is made again while the budget leaves room.
+    /// These replies all say that the script did not run; nothing whose fate is unknown is
+    /// ever sent again.
     pub(crate) async fn eval(
         &self,
         keys: &[Vec<u8>],
@@ -246,21 +262,36 @@ impl RedisBackend {
                 cause: "circuit breaker open after repeated failures".to_owned(),
             });
         }
+        let deadline = tokio::time::Instant::now() + budget;
         let call = async {
             let mut conn = self.inner.conn.clone();
             let mut to = Target::Slot;
             let mut followed = 0;
+            let mut wait = TRYAGAIN_FIRST_WAIT;
             loop {
-                match self.run_script(&mut conn, &to, keys, args).await {
-                    Err(e) if followed < MAX_REDIRECTS && matches!(conn, Conn::Cluster(_)) => {
-                        let Some(next) = Target::redirect(&e) else {
-                            return Err(e);
-                        };
+                let e = match self.run_script(&mut conn, &to, keys, args).await {
+                    Err(e) if matches!(conn, Conn::Cluster(_)) => e,
+                    other => return other,
+                };
+                if e.kind() == ErrorKind::Server(ServerErrorKind::TryAgain) {
+                    // A migration has split the declared keys between two nodes: nothing ran.
+                    // Wait for it while the budget leaves room for the wait and another try.
+                    if tokio::time::Instant::now() + 2 * wait > deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (2 * wait).min(TRYAGAIN_MAX_WAIT);
+                    self.inner.cluster_waits.fetch_add(1, Ordering::Relaxed);
+                    to = Target::Slot;
+                    continue;
+                }
+                match Target::redirect(&e) {
+                    Some(next) if followed < MAX_REDIRECTS => {
                         followed += 1;
                         self.inner.redirects.fetch_add(1, Ordering::Relaxed);
                         to = next;
                     }
-                    other => return other,
+                    _ => return Err(e),
                 }
             }
         };
