@@ -402,14 +402,17 @@ impl<K: Hash + Eq, C: Clock, S: BuildHasher + Clone> RateLimiter<K, C, S> {
     /// Limiter-wide statistics.
     pub fn stats(&self) -> Stats {
         let (allowed, rejected) = self.counters.as_ref().map_or((0, 0), Counters::totals);
-        let keys = dispatch!(&self.engine, |_alg, cells| cells
+        let store = dispatch!(&self.engine, |_alg, cells| cells
             .keyed
             .as_ref()
-            .map_or(0, |k| k.len()));
+            .map(|k| k.summary()));
+        let (keys, sweeps, evicted) = store.map_or((0, 0, 0), |s| (s.keys, s.sweeps, s.evicted));
         Stats {
             allowed,
             rejected,
             keys,
+            sweeps,
+            evicted,
             counted: self.counters.is_some(),
         }
     }
@@ -811,12 +814,7 @@ where
                 r
             }
             Lookup::Full { until } => match self.overflow {
-                Overflow::Reject => full(if until == u64::MAX {
-                    // Another thread is sweeping right now: try again very soon.
-                    1
-                } else {
-                    until.saturating_sub(now).max(1)
-                }),
+                Overflow::Reject => full(until.saturating_sub(now).max(1)),
                 Overflow::Shared => run(&cells.direct, now),
             },
         }

@@ -115,6 +115,8 @@ pub struct Stats {
     pub(crate) rejected: u64,
     pub(crate) keys: usize,
     pub(crate) counted: bool,
+    pub(crate) sweeps: u64,
+    pub(crate) evicted: u64,
 }
 
 impl Stats {
@@ -137,6 +139,20 @@ impl Stats {
     /// [`stats(false)`](crate::Builder::stats): `allowed` and `rejected` then stay 0).
     pub fn counted(&self) -> bool {
         self.counted
+    }
+
+    /// Full passes over the keyed store that dropped idle keys (automatic, explicit
+    /// [`sweep`](crate::RateLimiter::sweep)es, and those a full store runs to make room), since
+    /// the limiter was built. Always counted; 0 for a direct limiter.
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps
+    }
+
+    /// Idle keys dropped from the keyed store (by sweeps, or one at a time by a full store
+    /// making room for a new key), since the limiter was built. Always counted; 0 for a direct
+    /// limiter.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 }
 

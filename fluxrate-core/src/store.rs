@@ -13,6 +13,8 @@ use core::borrow::Borrow;
 use core::hash::{BuildHasher, Hash};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use std::collections::BinaryHeap;
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 /// The default hasher of keyed limiters: foldhash, seeded at random per limiter.
 ///
@@ -66,12 +68,56 @@ pub enum Overflow {
 /// Below this many keys the store does not bother sweeping on its own.
 const MIN_AUTO_SWEEP: usize = 4096;
 
+/// A full store remembers the `max_keys / ROOM_BATCH` cells that go idle soonest (at least one),
+/// so that one full sweep makes room for that many new keys, one cheap eviction each.
+const ROOM_BATCH: usize = 16;
+
 /// The result of looking a key up.
 pub(crate) enum Lookup<R> {
-    /// The key has (or now has) a cell, and `f` ran on it.
+    /// The key has (or now has) a cell, and `f` ran on it; or it needed none (its state after
+    /// `f` is a fresh one, so none was stored).
     Found(R),
-    /// The store is full of live keys until the given time.
+    /// The store holds `max_keys` live keys; none can go idle before `until`.
     Full { until: u64 },
+}
+
+/// What the store knows about when its cells go idle, for making room when it is full.
+///
+/// Valid because a cell's idle time only moves later while it is held (every decision pushes
+/// it later or leaves it), so a time read once is a lower bound from then on.
+struct Room {
+    /// `(idle_at, hash)` of the cells the last sweep kept that go idle soonest, latest first
+    /// (the soonest is popped from the end).
+    soonest: Vec<(u64, u64)>,
+    /// Every other cell the last sweep kept goes idle no earlier than this.
+    rest: u64,
+}
+
+impl Room {
+    /// The earliest time any cell the last sweep kept can be idle.
+    fn floor(&self) -> u64 {
+        self.soonest
+            .last()
+            .map_or(self.rest, |s| s.0.min(self.rest))
+    }
+
+    /// Remember a cell that goes idle at `idle` (read after the last sweep), if it matters.
+    fn keep(&mut self, idle: u64, hash: u64) {
+        if idle < self.rest {
+            let at = self.soonest.partition_point(|s| s.0 > idle);
+            self.soonest.insert(at, (idle, hash));
+        }
+    }
+}
+
+/// The outcome of trying to drop one remembered cell.
+enum Evict {
+    /// An idle cell was dropped.
+    Dropped,
+    /// The cell is live: it goes idle no earlier than this.
+    Live(u64),
+    /// No cell with that hash is held any more.
+    Gone,
 }
 
 pub(crate) struct KeyedStore<K, V, S> {
@@ -80,13 +126,54 @@ pub(crate) struct KeyedStore<K, V, S> {
     /// Entries in `map`, counted on insert and removal (reserved before inserting).
     len: AtomicUsize,
     max_keys: usize,
+    /// How many soonest-idle cells a sweep remembers (0 for an unbounded store).
+    batch: usize,
     /// The next automatic sweep runs once `len` reaches this.
     sweep_at: AtomicUsize,
-    /// When full: the earliest time a live cell goes idle (no sweep can free room before).
-    full_until: AtomicU64,
-    /// The latest time a sweep judged cells idle at. Decisions are made at no earlier time, so
-    /// that a reader whose clock reading predates a sweep cannot see a dropped cell as fresh.
+    /// Held by the one thread sweeping or making room; others carry on without waiting.
+    room: Mutex<Room>,
+    /// `room.floor()`, readable without the lock.
+    room_floor: AtomicU64,
+    /// The earliest idle time of a cell inserted since the last sweep began.
+    inserted_idle: AtomicU64,
+    /// The latest time a sweep or eviction judged cells idle at. Decisions are made at no
+    /// earlier time, so that a reader whose clock reading predates it cannot see a dropped cell
+    /// as fresh.
     swept_at: AtomicU64,
+    /// Full passes over the map, and cells dropped in all.
+    sweeps: AtomicU64,
+    evicted: AtomicU64,
+}
+
+/// Counts of a keyed store, readable without knowing how keys hash.
+pub(crate) struct StoreCounts {
+    pub(crate) keys: usize,
+    pub(crate) sweeps: u64,
+    pub(crate) evicted: u64,
+}
+
+impl<K, V, S> KeyedStore<K, V, S> {
+    pub(crate) fn summary(&self) -> StoreCounts {
+        StoreCounts {
+            keys: self.len.load(Ordering::Relaxed),
+            sweeps: self.sweeps.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Lock `m` even if a thread panicked while holding it (the bookkeeping stays a valid set of
+/// lower bounds whatever point the panic left it at).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 impl<K, V, S> KeyedStore<K, V, S>
@@ -100,14 +187,19 @@ where
             counters: per_key_stats.then(|| DashMap::with_hasher(hasher)),
             len: AtomicUsize::new(0),
             max_keys: max_keys.unwrap_or(usize::MAX),
+            batch: max_keys.map_or(0, |m| (m / ROOM_BATCH).max(1)),
             sweep_at: AtomicUsize::new(MIN_AUTO_SWEEP),
-            full_until: AtomicU64::new(0),
+            // Nothing is known yet: a full store sweeps before refusing.
+            room: Mutex::new(Room {
+                soonest: Vec::new(),
+                rest: 0,
+            }),
+            room_floor: AtomicU64::new(0),
+            inserted_idle: AtomicU64::new(u64::MAX),
             swept_at: AtomicU64::new(0),
+            sweeps: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
     }
 
     /// Run `f` on the cell of `key`, creating it on a miss (unless the store is full).
@@ -153,10 +245,10 @@ where
         A: RateAlgorithm<State = V>,
     {
         self.maybe_auto_sweep(alg, now);
-        if !self.reserve_slot() && (!self.sweep_when_full(alg, now) || !self.reserve_slot()) {
-            return Lookup::Full {
-                until: self.full_until.load(Ordering::Relaxed),
-            };
+        if !self.reserve_slot() {
+            if let Err(until) = self.make_room(alg, now) {
+                return Lookup::Full { until };
+            }
         }
         match self.map.entry(key.to_owned()) {
             Entry::Occupied(e) => {
@@ -164,8 +256,22 @@ where
                 Lookup::Found(f(e.get(), self.decision_time(now)))
             }
             Entry::Vacant(e) => {
-                let cell = e.insert(alg.new_state());
-                Lookup::Found(f(&cell, self.decision_time(now)))
+                // The shard's write guard is held: deciding on a state not yet in the map is
+                // the same as deciding on it in the map, and a state left fresh (a look, a
+                // weight that can never pass) needs no cell.
+                let at = self.decision_time(now);
+                let state = alg.new_state();
+                let r = f(&state, at);
+                let idle = alg.idle_at(&state, at);
+                if idle > at {
+                    // Published before the cell can be seen, so that a full store never
+                    // believes no cell can go idle before a time this one passes.
+                    self.inserted_idle.fetch_min(idle, Ordering::AcqRel);
+                    e.insert(state);
+                } else {
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+                Lookup::Found(r)
             }
         }
     }
@@ -182,19 +288,17 @@ where
 
     /// Amortized clean-up: sweep once the store has doubled since the last sweep.
     fn maybe_auto_sweep<A: RateAlgorithm<State = V>>(&self, alg: &A, now: u64) {
-        let at = self.sweep_at.load(Ordering::Relaxed);
-        if self.len.load(Ordering::Relaxed) < at {
+        if self.len.load(Ordering::Relaxed) < self.sweep_at.load(Ordering::Relaxed) {
             return;
         }
         // One sweeper at a time: others carry on while it works.
-        if self
-            .sweep_at
-            .compare_exchange(at, usize::MAX, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
+        let Some(mut room) = try_lock(&self.room) else {
             return;
+        };
+        if self.len.load(Ordering::Relaxed) < self.sweep_at.load(Ordering::Relaxed) {
+            return; // another thread swept meanwhile
         }
-        self.sweep(alg, now);
+        self.sweep_locked(&mut room, alg, now);
         let left = self.len.load(Ordering::Relaxed);
         self.sweep_at.store(
             left.saturating_mul(2).max(MIN_AUTO_SWEEP),
@@ -202,41 +306,137 @@ where
         );
     }
 
-    /// When full, sweep unless nothing can have gone idle yet; true if room was made.
-    fn sweep_when_full<A: RateAlgorithm<State = V>>(&self, alg: &A, now: u64) -> bool {
-        let until = self.full_until.load(Ordering::Relaxed);
-        if now < until {
-            return false;
+    /// The store is full: drop one idle cell, if any is, and reserve its room. `Err(until)`
+    /// when every held cell is live (none can go idle before `until`), or when another thread
+    /// is making room right now (`until = now + 1`: try again very soon).
+    ///
+    /// Exact: it fails only if no held cell is idle at `now`. Cheap: it drops the cells the
+    /// last sweep found to go idle soonest one at a time (one hash lookup each), and sweeps the
+    /// whole map only when none of those is left and some other cell may be idle; a sweep
+    /// remembers `max_keys / 16` of them, so a flood of new keys against a full store runs one
+    /// sweep per that many new keys at most.
+    fn make_room<A: RateAlgorithm<State = V>>(&self, alg: &A, now: u64) -> Result<(), u64> {
+        let floor = self
+            .room_floor
+            .load(Ordering::Acquire)
+            .min(self.inserted_idle.load(Ordering::Acquire));
+        if now < floor {
+            return Err(floor);
         }
-        if self
-            .full_until
-            .compare_exchange(until, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return false; // another thread is sweeping
+        let busy = now.saturating_add(1);
+        let Some(mut room) = try_lock(&self.room) else {
+            return Err(busy);
+        };
+        let mut swept = false;
+        loop {
+            if self.reserve_slot() {
+                return Ok(()); // room was made meanwhile
+            }
+            while let Some(&(idle, hash)) = room.soonest.last() {
+                if idle > now {
+                    break;
+                }
+                room.soonest.pop();
+                match self.evict_one(alg, hash, now) {
+                    Evict::Dropped if self.reserve_slot() => {
+                        self.room_floor.store(room.floor(), Ordering::Release);
+                        return Ok(());
+                    }
+                    Evict::Dropped | Evict::Gone => {}
+                    Evict::Live(later) => room.keep(later, hash),
+                }
+            }
+            let floor = room.floor().min(self.inserted_idle.load(Ordering::Acquire));
+            self.room_floor.store(room.floor(), Ordering::Release);
+            if now < floor {
+                return Err(floor);
+            }
+            if swept {
+                // Room freed by this sweep was taken by other threads.
+                return Err(busy);
+            }
+            self.sweep_locked(&mut room, alg, now);
+            swept = true;
         }
-        self.sweep(alg, now) > 0
     }
 
-    /// Drop every idle cell; returns how many. Also records when the next cell goes idle.
+    /// Drop an idle cell whose key hashes to `hash`, if there is one.
+    fn evict_one<A: RateAlgorithm<State = V>>(&self, alg: &A, hash: u64, now: u64) -> Evict {
+        // Published before the cell is dropped, as in `sweep_locked`.
+        self.swept_at.fetch_max(now, Ordering::AcqRel);
+        let shard = &self.map.shards()[self.map.determine_shard(hash as usize)];
+        let mut live = None::<u64>;
+        // Any idle cell may go, whichever key it has: the lookup only narrows the search.
+        let removed = shard.write().remove_entry(hash, |(_, v)| {
+            let idle = alg.idle_at(v.get(), now);
+            if idle <= now {
+                return true;
+            }
+            live = Some(live.map_or(idle, |l| l.min(idle)));
+            false
+        });
+        match (removed, live) {
+            (Some((k, _cell)), _) => {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                if let Some(counters) = &self.counters {
+                    counters.remove(&k);
+                }
+                Evict::Dropped
+            }
+            (None, Some(idle)) => Evict::Live(idle),
+            (None, None) => Evict::Gone,
+        }
+    }
+
+    /// Drop every idle cell; returns how many.
     pub(crate) fn sweep<A: RateAlgorithm<State = V>>(&self, alg: &A, now: u64) -> usize {
+        self.sweep_locked(&mut lock(&self.room), alg, now)
+    }
+
+    /// Drop every idle cell, and remember the cells kept that go idle soonest.
+    fn sweep_locked<A: RateAlgorithm<State = V>>(
+        &self,
+        room: &mut Room,
+        alg: &A,
+        now: u64,
+    ) -> usize {
         let mut removed = 0usize;
-        let mut next_idle = u64::MAX;
+        let mut rest = u64::MAX;
+        // A max-heap of the `batch` soonest idle times seen.
+        let mut soonest: BinaryHeap<(u64, u64)> = BinaryHeap::with_capacity(self.batch);
+        // Cells inserted from here on are covered by `inserted_idle`, those held now by the
+        // pass below (a cell inserted meanwhile may be counted by both: harmless).
+        self.inserted_idle.store(u64::MAX, Ordering::Release);
         // Published before any cell is dropped; a decision that takes a shard guard after the
         // sweep released it sees this time and decides no earlier.
         self.swept_at.fetch_max(now, Ordering::AcqRel);
-        self.map.retain(|_, cell| {
+        let hasher = self.map.hasher();
+        self.map.retain(|k, cell| {
             let idle_at = alg.idle_at(cell, now);
             if idle_at <= now {
                 removed += 1;
-                false
-            } else {
-                next_idle = next_idle.min(idle_at);
-                true
+                return false;
             }
+            if soonest.len() < self.batch {
+                soonest.push((idle_at, hasher.hash_one(k)));
+            } else if soonest.peek().is_some_and(|top| idle_at < top.0) {
+                soonest.push((idle_at, hasher.hash_one(k)));
+                if let Some((out, _)) = soonest.pop() {
+                    rest = rest.min(out);
+                }
+            } else {
+                rest = rest.min(idle_at);
+            }
+            true
         });
         self.len.fetch_sub(removed, Ordering::Relaxed);
-        self.full_until.store(next_idle, Ordering::Relaxed);
+        self.sweeps.fetch_add(1, Ordering::Relaxed);
+        self.evicted.fetch_add(removed as u64, Ordering::Relaxed);
+        let mut soonest = soonest.into_sorted_vec();
+        soonest.reverse();
+        *room = Room { soonest, rest };
+        self.room_floor.store(room.floor(), Ordering::Release);
         if let Some(counters) = &self.counters {
             counters.retain(|k, _| self.map.contains_key(k));
         }
@@ -276,8 +476,10 @@ where
 
     /// Forget every key.
     pub(crate) fn clear(&self) {
+        let mut room = lock(&self.room);
         // Remove through retain so that `len` stays equal to the entries removed.
         let mut removed = 0usize;
+        self.inserted_idle.store(u64::MAX, Ordering::Release);
         self.map.retain(|_, _| {
             removed += 1;
             false
@@ -286,7 +488,11 @@ where
         if let Some(counters) = &self.counters {
             counters.clear();
         }
-        self.full_until.store(0, Ordering::Relaxed);
+        *room = Room {
+            soonest: Vec::new(),
+            rest: u64::MAX,
+        };
+        self.room_floor.store(u64::MAX, Ordering::Release);
     }
 
     /// Count a decision for `key` (per-key stats only: otherwise one inlined branch).

@@ -2,9 +2,12 @@
 #![allow(dead_code, unreachable_pub)]
 
 mod refs;
+mod store_model;
 
 #[allow(unused_imports)]
 pub use refs::*;
+#[allow(unused_imports)]
+pub use store_model::*;
 
 /// Proptest configuration: `FLUXRATE_PROPTEST_CASES` overrides the number of cases.
 pub fn cases(default: u32) -> proptest::test_runner::Config {

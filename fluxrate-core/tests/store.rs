@@ -1,0 +1,186 @@
+//! The keyed store's lifecycle: room after sweeps that empty the store, a flood of new keys
+//! against a full store, and the store against its sequential reference model
+//! (`common/store_model.rs`) on random histories.
+
+mod common;
+
+use common::{cases, run_history, Op};
+use fluxrate_core::{ManualClock, Overflow, Quota, RateLimiter};
+use proptest::prelude::*;
+use std::time::Duration;
+
+fn limiter(
+    max_keys: usize,
+    overflow: Overflow,
+    clock: &ManualClock,
+) -> RateLimiter<u32, ManualClock> {
+    RateLimiter::builder(Quota::per_second(1))
+        .clock(clock.clone())
+        .keyed::<u32>()
+        .max_keys(max_keys)
+        .overflow(overflow)
+        .build()
+        .unwrap()
+}
+
+/// Defect 1 of issue 11, as reproduced: a sweep that keeps no cell must not leave the store
+/// "full" for good.
+#[test]
+fn a_store_emptied_by_a_sweep_takes_new_keys_again() {
+    let clock = ManualClock::new();
+    let l = limiter(10, Overflow::Reject, &clock);
+    for round in 0..4u32 {
+        let admitted = (round * 10..round * 10 + 10)
+            .filter(|k| l.allow_key(k))
+            .count();
+        assert_eq!(admitted, 10, "round {round}: new keys refused room");
+        clock.advance(Duration::from_secs(5));
+    }
+    // The review's two-key version.
+    let clock = ManualClock::new();
+    let l = limiter(2, Overflow::Reject, &clock);
+    assert!(l.allow_key(&1) && l.allow_key(&2));
+    clock.advance(Duration::from_secs(2));
+    assert!(l.allow_key(&3), "the sweep empties the store");
+    assert!(l.allow_key(&4));
+    clock.advance(Duration::from_secs(2));
+    assert!(l.allow_key(&5), "keys 3 and 4 are idle again");
+}
+
+#[test]
+fn shared_overflow_is_used_only_while_the_store_is_full_of_live_keys() {
+    let clock = ManualClock::new();
+    let l = limiter(10, Overflow::Shared, &clock);
+    for round in 0..4u32 {
+        let admitted = (round * 10..round * 10 + 10)
+            .filter(|k| l.allow_key(k))
+            .count();
+        assert_eq!(
+            admitted, 10,
+            "round {round}: new keys pooled on the shared cell"
+        );
+        clock.advance(Duration::from_secs(5));
+    }
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!((100..110u32).filter(|k| l.allow_key(k)).count(), 10);
+    // Full of live keys now: the next new keys share one cell of one call per second.
+    assert_eq!((200..300u32).filter(|k| l.allow_key(k)).count(), 1);
+}
+
+/// Defect 4 of issue 11: a steady flood of new keys against a full store, where one cell goes
+/// idle just as each new key arrives, must not sweep the whole map for every new key.
+#[test]
+fn a_flood_against_a_full_store_sweeps_once_per_batch() {
+    const MAX: u32 = 10_000;
+    let clock = ManualClock::new();
+    // T = 100 ms; one new key every 10 µs: exactly MAX keys are live at any time.
+    let l = RateLimiter::builder(Quota::per_second(10))
+        .clock(clock.clone())
+        .keyed::<u32>()
+        .max_keys(MAX as usize)
+        .build()
+        .unwrap();
+    let step = Duration::from_micros(10);
+    for k in 0..MAX {
+        assert!(l.allow_key(&k));
+        clock.advance(step);
+    }
+    let before = l.stats();
+    let flood = 20_000;
+    for k in MAX..MAX + flood {
+        // The key inserted 100 ms ago goes idle right now: there is always room.
+        assert!(
+            l.allow_key(&k),
+            "new key {k} refused although a key is idle"
+        );
+        clock.advance(step);
+    }
+    let after = l.stats();
+    let sweeps = after.sweeps() - before.sweeps();
+    assert_eq!(after.evicted() - before.evicted(), u64::from(flood));
+    assert!(
+        sweeps * 1000 <= u64::from(flood) * 2,
+        "{sweeps} full sweeps for {flood} new keys"
+    );
+    assert_eq!(l.len(), MAX as usize);
+}
+
+/// A look (weight 0) or a weight that can never pass leaves a new key fresh: nothing is stored.
+#[test]
+fn a_request_that_leaves_a_new_key_fresh_stores_nothing() {
+    let clock = ManualClock::new();
+    let l = limiter(2, Overflow::Reject, &clock);
+    assert!(l.check_key_n(&1, 0).is_ok());
+    assert!(l.check_key_n(&2, 5).is_err());
+    assert_eq!(l.len(), 0);
+    assert!(l.allow_key(&3) && l.allow_key(&4));
+    assert!(!l.allow_key(&5), "two live keys fill the store");
+}
+
+fn op(max_key: u32, flood: u32, burst: u64, period: u64) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..max_key, 0..=burst + 1).prop_map(|(key, n)| Op::Check { key, n }),
+        1 => (0..max_key, 1..=flood).prop_map(|(first, count)| Op::Flood { first, count }),
+        4 => prop_oneof![Just(1), Just(period / 4), Just(period), Just(3 * period), 0..2 * period]
+            .prop_map(|ns| Op::Advance { ns }),
+        1 => Just(Op::Sweep),
+        1 => (0..max_key).prop_map(|key| Op::ResetKey { key }),
+        1 => Just(Op::ResetAll),
+    ]
+}
+
+fn history(
+    max_keys: usize,
+    len: usize,
+) -> impl Strategy<Value = (Overflow, u64, u64, u64, Vec<Op>)> {
+    let overflow = prop_oneof![Just(Overflow::Reject), Just(Overflow::Shared)];
+    (overflow, 1u64..4, 1u64..4).prop_flat_map(move |(overflow, calls, burst)| {
+        let period = 1_000_000u64;
+        let max_key = (max_keys as u32).saturating_mul(2).max(4);
+        let flood = (max_keys as u32 + 8).min(max_key);
+        (
+            Just(overflow),
+            Just(calls),
+            Just(period),
+            Just(burst),
+            prop::collection::vec(op(max_key, flood, burst, period), 1..len),
+        )
+    })
+}
+
+fn check(max_keys: usize, h: (Overflow, u64, u64, u64, Vec<Op>)) -> Result<(), TestCaseError> {
+    let (overflow, calls, period, burst, ops) = h;
+    run_history(max_keys, overflow, calls, period, burst, &ops).map_err(TestCaseError::fail)
+}
+
+fn sized(
+    max_keys: impl Strategy<Value = usize>,
+    len: usize,
+) -> impl Strategy<Value = (usize, (Overflow, u64, u64, u64, Vec<Op>))> {
+    max_keys.prop_flat_map(move |m| (Just(m), history(m, len)))
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    /// Small stores, where every history fills and empties them many times.
+    #[test]
+    fn small_stores_agree_with_the_model(
+        (max_keys, h) in sized(prop_oneof![Just(1usize), Just(2), Just(3), 4usize..20], 120),
+    ) {
+        check(max_keys, h)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(12))]
+
+    /// Around the automatic sweep threshold (4096) and above it: floods of new keys fill the
+    /// store, sweeps run on their own.
+    #[test]
+    fn large_stores_agree_with_the_model(
+        (max_keys, h) in sized(prop_oneof![Just(4095usize), Just(4096), Just(4097), Just(9000)], 24),
+    ) {
+        check(max_keys, h)?;
+    }
+}
