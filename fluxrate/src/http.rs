@@ -263,7 +263,7 @@ struct Limit {
 
 /// One limit's answer for one request.
 enum Outcome {
-    Admitted(Admitted),
+    Admitted(Taken),
     Limited {
         retry: Duration,
         reset: u64,
@@ -278,7 +278,7 @@ enum Outcome {
 impl Outcome {
     fn local(limit: &Limit, r: Result<Admitted, Denied>) -> Self {
         match r {
-            Ok(a) => Self::Admitted(a),
+            Ok(a) => Self::Admitted(Taken::Local(a)),
             Err(Denied::Limited(e)) => Self::Limited {
                 retry: e.retry_after(),
                 reset: ceil_secs(e.reset_after()),
@@ -292,10 +292,10 @@ impl Outcome {
     }
 
     #[cfg(feature = "redis")]
-    fn remote(limit: &Limit, r: Result<Admitted, crate::redis::RedisDenied>) -> Self {
+    fn remote(limit: &Limit, d: crate::redis::Decision) -> Self {
         use crate::redis::RedisDenied;
-        match r {
-            Ok(a) => Self::Admitted(a),
+        match d.result {
+            Ok(a) => Self::Admitted(Taken::Redis(a, d)),
             Err(RedisDenied::Limited(e)) => Self::local(limit, Err(Denied::Limited(e))),
             Err(RedisDenied::Never(e)) => Self::local(limit, Err(Denied::Never(e))),
             Err(other) => Self::Unavailable {
@@ -305,12 +305,30 @@ impl Outcome {
     }
 }
 
-/// The decision for one request so far: the numbers for the headers, what was taken (to give
-/// back on a refusal), and the refusal.
+/// What one limit took for a request, to give back if a later limit refuses it.
+enum Taken {
+    Local(Admitted),
+    /// The admission and the whole decision: who decided is who gives it back.
+    #[cfg(feature = "redis")]
+    Redis(Admitted, crate::redis::Decision),
+}
+
+impl Taken {
+    fn admitted(&self) -> &Admitted {
+        match self {
+            Self::Local(a) => a,
+            #[cfg(feature = "redis")]
+            Self::Redis(a, _) => a,
+        }
+    }
+}
+
+/// The decision for one request so far: the numbers for the headers, what was taken and for
+/// which key it was decided (to give back on a refusal), and the refusal.
 #[derive(Default)]
 struct Verdict {
     numbers: Vec<Numbers>,
-    taken: Vec<(usize, RequestKey, Admitted)>,
+    taken: Vec<(usize, RequestKey, Taken)>,
     refused: Option<Refused>,
 }
 
@@ -321,7 +339,7 @@ struct Refused {
 }
 
 impl Verdict {
-    /// Record limit `i`'s outcome; false once the request is refused.
+    /// Record limit `i`'s outcome, decided for `key`; false once the request is refused.
     fn record(&mut self, i: usize, limit: &Limit, key: RequestKey, outcome: Outcome) -> bool {
         let numbers = |remaining, reset| Numbers {
             name: limit.name.clone(),
@@ -331,10 +349,11 @@ impl Verdict {
             reset,
         };
         let (retry, reset, status) = match outcome {
-            Outcome::Admitted(a) => {
+            Outcome::Admitted(t) => {
+                let a = t.admitted();
                 self.numbers
                     .push(numbers(a.remaining(), ceil_secs(a.reset_after())));
-                self.taken.push((i, key, a));
+                self.taken.push((i, key, t));
                 return true;
             }
             Outcome::Limited { retry, reset } => (retry, reset, None),
@@ -481,7 +500,11 @@ impl RateLimitLayer {
     /// service. When Redis cannot decide and the limiter fails closed, the request gets `503
     /// Service Unavailable` with a `Retry-After`; fail-open and local-fallback limiters decide
     /// as their policy says. On a refusal by a later limit, earlier Redis admissions of the
-    /// token and leaky bucket are given back as with the in-process ones.
+    /// token and leaky bucket are given back as with the in-process ones, to whoever decided
+    /// them ([`RedisRateLimiter::cancel_decision`](crate::redis::RedisRateLimiter::cancel_decision)):
+    /// Redis (and the charge its admission put on a `FailLocal` fallback), or the local
+    /// fallback. A key Redis does not take (too long once escaped) is decided, and given back,
+    /// as [`RequestKey::Unknown`].
     #[cfg(feature = "redis")]
     pub fn redis_limit(
         mut self,
@@ -686,8 +709,8 @@ impl Config {
         }
         if v.refused.is_some() {
             // All or nothing: give back what the earlier limits took.
-            for (i, key, a) in &v.taken {
-                if let Backend::Local(lim) = &self.limits[*i].backend {
+            for (i, key, t) in &v.taken {
+                if let (Backend::Local(lim), Taken::Local(a)) = (&self.limits[*i].backend, t) {
                     lim.cancel_key(key, a);
                 }
             }
@@ -700,16 +723,18 @@ impl Config {
     async fn decide_async(&self, keys: Vec<RequestKey>, n: u64) -> Verdict {
         use crate::redis::RedisDenied;
         let mut v = Verdict::default();
-        for (i, (l, key)) in self.limits.iter().zip(keys).enumerate() {
+        for (i, (l, mut key)) in self.limits.iter().zip(keys).enumerate() {
             let outcome = match &l.backend {
                 Backend::Local(lim) => Outcome::local(l, lim.check_key_n(&key, n)),
                 Backend::Redis(r) => {
-                    let mut result = r.check_key_n(&key, n).await;
-                    if let Err(RedisDenied::Invalid(_)) = result {
-                        // A key Redis will not take (too long once escaped) counts as unknown.
-                        result = r.check_key_n(&RequestKey::Unknown, n).await;
+                    let mut d = r.decide_key_n(&key, n).await;
+                    if let Err(RedisDenied::Invalid(_)) = d.result {
+                        // A key Redis will not take (too long once escaped) counts as unknown,
+                        // and so does what it took.
+                        key = RequestKey::Unknown;
+                        d = r.decide_key_n(&key, n).await;
                     }
-                    Outcome::remote(l, result)
+                    Outcome::remote(l, d)
                 }
             };
             if !v.record(i, l, key, outcome) {
@@ -717,14 +742,17 @@ impl Config {
             }
         }
         if v.refused.is_some() {
-            for (i, key, a) in &v.taken {
-                match &self.limits[*i].backend {
-                    Backend::Local(lim) => {
+            // Given back to whoever decided: the in-process limit, Redis, or Redis's local
+            // fallback (which a Redis admission also charged).
+            for (i, key, t) in &v.taken {
+                match (&self.limits[*i].backend, t) {
+                    (Backend::Local(lim), Taken::Local(a)) => {
                         lim.cancel_key(key, a);
                     }
-                    Backend::Redis(r) => {
-                        let _ = r.cancel_key(key, a).await;
+                    (Backend::Redis(r), Taken::Redis(_, d)) => {
+                        let _ = r.cancel_decision(key, d).await;
                     }
+                    _ => {}
                 }
             }
         }

@@ -1438,3 +1438,227 @@ fn failover_to_a_lagging_replica_loses_exactly_the_unreplicated_updates() {
         );
     });
 }
+
+// Issue 11, defect 6 (security review, finding 12): a refund goes back to what was charged.
+// Each layer below has a Redis limit, then an in-process `Global` limit whose only call is
+// already used, so every request is admitted by the first and refused by the second, and the
+// first must give its admission back.
+
+/// A limit of one per hour, already used: refuses every request.
+#[cfg(feature = "tower")]
+fn used_up_global() -> std::sync::Arc<RateLimiter<fluxrate::http::RequestKey>> {
+    use fluxrate::http::RequestKey;
+    let l = RateLimiter::builder(Quota::per_hour(1))
+        .keyed::<RequestKey>()
+        .build()
+        .unwrap();
+    l.check_key(&RequestKey::Global).unwrap();
+    std::sync::Arc::new(l)
+}
+
+/// The layer's status for a request with `x-k: value`.
+#[cfg(feature = "tower")]
+async fn refund_layer_status(
+    layer: &fluxrate::http::RateLimitLayer,
+    value: &str,
+) -> http::StatusCode {
+    use http::{Request, Response};
+    use tower::{Layer, ServiceExt};
+    let svc = layer.layer(tower::service_fn(|_: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(Response::new("ok".to_owned()))
+    }));
+    let mut req = Request::new(());
+    req.headers_mut()
+        .insert("x-k", http::HeaderValue::from_str(value).unwrap());
+    svc.oneshot(req).await.unwrap().status()
+}
+
+/// Defect 6a: a key too long once escaped is decided as `RequestKey::Unknown`; the refund must
+/// go to that key too, not to the original one (which Redis refuses as invalid).
+#[cfg(feature = "tower")]
+#[test]
+fn http_refund_of_an_unknown_key_goes_to_the_unknown_bucket() {
+    use fluxrate::http::{Global, Header, RateLimitLayer, RequestKey};
+
+    if !available("http_refund_of_an_unknown_key_goes_to_the_unknown_bucket") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let per_key = RedisRateLimiter::builder(&backend, "refund-unknown", Quota::per_hour(10))
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let layer = RateLimitLayer::new()
+            .redis_limit(
+                "per-key",
+                per_key.clone(),
+                Header(http::HeaderName::from_static("x-k")),
+            )
+            .limiter("global", used_up_global(), Global);
+        // 256 bytes: a valid header key, but 769 bytes once escaped for Redis (over 512).
+        let long = "{".repeat(256);
+        let text = RequestKey::Text(long.as_str().into());
+        assert!(matches!(
+            per_key.state_key(&text),
+            Err(InvalidInput::KeyTooLong { .. })
+        ));
+        for _ in 0..3 {
+            assert_eq!(
+                refund_layer_status(&layer, &long).await,
+                http::StatusCode::TOO_MANY_REQUESTS
+            );
+        }
+        let s = per_key.peek_key(&RequestKey::Unknown).await.unwrap();
+        assert_eq!(
+            s.remaining(),
+            10,
+            "the refused requests were given back to the Unknown bucket that admitted them"
+        );
+    });
+}
+
+/// Defect 6b: an admission by the local fallback (Redis down, `FailLocal`) is given back to the
+/// local fallback, not sent to Redis as a refund.
+#[cfg(feature = "tower")]
+#[test]
+fn http_refund_of_a_local_fallback_admission_goes_to_the_local_limiter() {
+    use fluxrate::http::{Global, RateLimitLayer, RequestKey};
+
+    if !available("http_refund_of_a_local_fallback_admission_goes_to_the_local_limiter") {
+        return;
+    }
+    let mut server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        // The whole quota locally (share 1): 10 per hour, which does not refill in the test.
+        let shared = RedisRateLimiter::builder(&backend, "refund-local", Quota::per_hour(10))
+            .timeout(Duration::from_millis(200))
+            .on_failure(FailurePolicy::FailLocal { share: 1.0 })
+            .build()
+            .unwrap();
+        let layer = RateLimitLayer::new()
+            .redis_limit("shared", shared.clone(), Global)
+            .limiter("global", used_up_global(), Global);
+        server.kill9();
+        for _ in 0..10 {
+            assert_eq!(
+                refund_layer_status(&layer, "k").await,
+                http::StatusCode::TOO_MANY_REQUESTS
+            );
+        }
+        assert_eq!(shared.stats().local_admitted, 10, "{:?}", shared.stats());
+        let d = shared.decide_key_n(&RequestKey::Global, 1).await;
+        assert_eq!(d.decided_by, DecidedBy::Local);
+        let a = d
+            .result
+            .expect("the local fallback got back all 10 refused requests");
+        assert_eq!(a.remaining(), 9);
+    });
+}
+
+/// Defect 6c: a Redis admission under `FailLocal` also charges the local fallback (to keep it
+/// warm); giving the admission back to Redis must give that charge back too.
+#[cfg(feature = "tower")]
+#[test]
+fn http_refund_of_a_redis_admission_undoes_the_local_warm_charge() {
+    use fluxrate::http::{Global, RateLimitLayer, RequestKey};
+
+    if !available("http_refund_of_a_redis_admission_undoes_the_local_warm_charge") {
+        return;
+    }
+    let mut server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let shared = RedisRateLimiter::builder(&backend, "refund-warm", Quota::per_hour(10))
+            .timeout(Duration::from_secs(2))
+            .on_failure(FailurePolicy::FailLocal { share: 1.0 })
+            .build()
+            .unwrap();
+        let layer = RateLimitLayer::new()
+            .redis_limit("shared", shared.clone(), Global)
+            .limiter("global", used_up_global(), Global);
+        for _ in 0..10 {
+            assert_eq!(
+                refund_layer_status(&layer, "k").await,
+                http::StatusCode::TOO_MANY_REQUESTS
+            );
+        }
+        assert_eq!(shared.stats().admitted, 10, "{:?}", shared.stats());
+        let s = shared.peek_key(&RequestKey::Global).await.unwrap();
+        assert_eq!(s.remaining(), 10, "Redis got all 10 back");
+        server.kill9();
+        let d = shared.decide_key_n(&RequestKey::Global, 1).await;
+        assert_eq!(d.decided_by, DecidedBy::Local);
+        let a = d
+            .result
+            .expect("the local fallback's warm charges were given back with the refunds");
+        assert_eq!(a.remaining(), 9);
+    });
+}
+
+/// Defect 6, the API under the layer: `cancel_decision` gives an admission back through whoever
+/// decided it, once; a fail-open admission and a refusal took nothing.
+#[test]
+fn cancel_decision_gives_back_through_whoever_decided() {
+    if !available("cancel_decision_gives_back_through_whoever_decided") {
+        return;
+    }
+    let mut server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let mk = |id: &str, p: FailurePolicy| {
+            RedisRateLimiter::builder(&backend, id, Quota::per_hour(2))
+                .timeout(Duration::from_secs(2))
+                .on_failure(p)
+                .build()
+                .unwrap()
+        };
+        let local = mk("cancel-local", FailurePolicy::FailLocal { share: 1.0 });
+        let open = mk("cancel-open", FailurePolicy::FailOpen);
+        // Redis decides: the refund goes to Redis and takes the warm charge with it.
+        let d = local.decide_key_n("k", 1).await;
+        assert_eq!(d.decided_by, DecidedBy::Redis);
+        assert!(local.cancel_decision("k", &d).await.unwrap());
+        assert!(
+            !local.cancel_decision("k", &d).await.unwrap(),
+            "given back once only"
+        );
+        assert_eq!(local.peek_key("k").await.unwrap().remaining(), 2);
+        local.check_key_n("k", 2).await.unwrap();
+        let refused = local.decide_key_n("k", 1).await;
+        assert!(matches!(refused.result, Err(RedisDenied::Limited(_))));
+        assert!(!local.cancel_decision("k", &refused).await.unwrap());
+        server.kill9();
+        // The local fallback decides: it has 2 (its charge for the first call was given back,
+        // the other two are counted); the refund goes to it, without a round trip.
+        let d = local.decide_key_n("k", 1).await;
+        assert_eq!(d.decided_by, DecidedBy::Local);
+        assert!(
+            matches!(d.result, Err(RedisDenied::Limited(_))),
+            "the local fallback counted the two Redis admissions: {d:?}"
+        );
+        let other = local.decide_key_n("j", 1).await;
+        assert_eq!(other.decided_by, DecidedBy::Local);
+        assert_eq!(other.result.as_ref().unwrap().remaining(), 1);
+        let sent = backend.commands_sent();
+        assert!(local.cancel_decision("j", &other).await.unwrap());
+        assert_eq!(
+            backend.commands_sent(),
+            sent,
+            "no round trip for a local refund"
+        );
+        assert!(!local.cancel_decision("j", &other).await.unwrap());
+        assert_eq!(
+            local.decide_key_n("j", 1).await.result.unwrap().remaining(),
+            1,
+            "the local fallback got it back"
+        );
+        let d = open.decide_key_n("k", 1).await;
+        assert_eq!(d.decided_by, DecidedBy::FailOpen);
+        let sent = backend.commands_sent();
+        assert!(!open.cancel_decision("k", &d).await.unwrap());
+        assert_eq!(backend.commands_sent(), sent, "nothing to refund");
+    });
+}

@@ -255,12 +255,27 @@ pub enum DecidedBy {
 }
 
 /// A decision and who made it.
+///
+/// Give an admission back with [`RedisRateLimiter::cancel_decision`], which goes to whoever
+/// decided it (and also gives back what a Redis admission charged the local fallback).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// The outcome.
     pub result: Result<Admitted, RedisDenied>,
     /// Who decided.
     pub decided_by: DecidedBy,
+    /// What a Redis admission charged the local fallback to keep it warm.
+    warmed: Option<Admitted>,
+}
+
+impl Decision {
+    fn new(result: Result<Admitted, RedisDenied>, decided_by: DecidedBy) -> Self {
+        Self {
+            result,
+            decided_by,
+            warmed: None,
+        }
+    }
 }
 
 /// Counters of one [`RedisRateLimiter`].
@@ -741,10 +756,67 @@ impl RedisRateLimiter {
         self.plain(key, RESET, 0, 0).await.map(|_| ())
     }
 
-    /// Give back an admission (token and leaky bucket), as the in-process
+    /// Give back an admission Redis decided (token and leaky bucket), as the in-process
     /// [`cancel_key`](RateLimiter::cancel_key): only if nothing was admitted for `key` since.
     /// Returns whether it was given back.
+    ///
+    /// This always asks Redis. An admission the failure policy made (the local fallback, fail
+    /// open) is not in Redis, and under [`FailurePolicy::FailLocal`] a Redis admission also
+    /// charged the local fallback: give back a [`Decision`] with
+    /// [`cancel_decision`](Self::cancel_decision) instead, which handles both.
     pub async fn cancel_key<K: RedisKey + ?Sized>(
+        &self,
+        key: &K,
+        admitted: &Admitted,
+    ) -> Result<bool, RedisDenied> {
+        self.refund(key, admitted).await
+    }
+
+    /// Give back what `decision` (from [`decide_key_n`](Self::decide_key_n) for `key`) took,
+    /// through whoever decided it (token and leaky bucket; only if nothing was admitted for
+    /// `key` since, there). A Redis admission is refunded in Redis and, once Redis has given it
+    /// back, so is its charge on the local fallback; an admission by the local fallback is given
+    /// back to the local fallback, without a round trip; a fail-open admission and a refusal
+    /// took nothing. Returns whether something was given back.
+    ///
+    /// ```no_run
+    /// # use fluxrate::redis::RedisRateLimiter;
+    /// # async fn demo(limit: &RedisRateLimiter, other_step_failed: bool) -> Result<(), fluxrate::redis::RedisDenied> {
+    /// let decision = limit.decide_key_n("alice", 1).await;
+    /// if decision.result.is_ok() && other_step_failed {
+    ///     limit.cancel_decision("alice", &decision).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel_decision<K: RedisKey + ?Sized>(
+        &self,
+        key: &K,
+        decision: &Decision,
+    ) -> Result<bool, RedisDenied> {
+        let Ok(admitted) = &decision.result else {
+            return Ok(false);
+        };
+        let local = match &self.inner.policy {
+            Policy::Local(local) => Some(local),
+            Policy::Closed | Policy::Open => None,
+        };
+        let mut raw = Vec::new();
+        key.write_redis_key(&mut raw);
+        match decision.decided_by {
+            DecidedBy::Redis => {
+                let back = self.refund(&raw[..], admitted).await?;
+                if let (true, Some(local), Some(warmed)) = (back, local, &decision.warmed) {
+                    local.cancel_key(&raw[..], warmed);
+                }
+                Ok(back)
+            }
+            DecidedBy::Local => Ok(local.is_some_and(|l| l.cancel_key(&raw[..], admitted))),
+            DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Invalid => Ok(false),
+        }
+    }
+
+    /// The script's REFUND of a Redis admission.
+    async fn refund<K: RedisKey + ?Sized>(
         &self,
         key: &K,
         admitted: &Admitted,
@@ -815,7 +887,7 @@ impl RedisRateLimiter {
                 }
                 for c in &calls {
                     c.limit.counters.add(ADMITTED);
-                    c.limit.warm(&raw, c.n);
+                    let _ = c.limit.warm(&raw, c.n);
                 }
                 Ok(admitted)
             }
@@ -855,8 +927,8 @@ impl RedisRateLimiter {
         if n == 0 {
             // A look that changes nothing, as in-process.
             return match self.peek_key(&raw[..]).await {
-                Ok(s) => Decision {
-                    result: Ok(Admitted::from_remote(
+                Ok(s) => Decision::new(
+                    Ok(Admitted::from_remote(
                         s.taken_at(),
                         0,
                         s.remaining(),
@@ -865,13 +937,10 @@ impl RedisRateLimiter {
                         0,
                         0,
                     )),
-                    decided_by: DecidedBy::Redis,
-                },
+                    DecidedBy::Redis,
+                ),
                 Err(RedisDenied::Unavailable(u)) => inner.fallback(&raw, 0, &u),
-                Err(e) => Decision {
-                    result: Err(e),
-                    decided_by: DecidedBy::Invalid,
-                },
+                Err(e) => Decision::new(Err(e), DecidedBy::Invalid),
             };
         }
         let call = [Call {
@@ -883,24 +952,22 @@ impl RedisRateLimiter {
         match inner.send(&raw, &call, mode).await {
             Ok(out) => {
                 let result = inner.row(out[0], n, &out[2..7]);
+                let mut warmed = None;
                 if mode == DECIDE {
                     if result.is_ok() {
                         inner.counters.add(ADMITTED);
-                        inner.warm(&raw, n);
+                        warmed = inner.warm(&raw, n);
                     } else {
                         inner.counters.add(LIMITED);
                     }
                 }
                 Decision {
-                    result,
-                    decided_by: DecidedBy::Redis,
+                    warmed,
+                    ..Decision::new(result, DecidedBy::Redis)
                 }
             }
             Err(RedisDenied::Unavailable(u)) => inner.fallback(&raw, n, &u),
-            Err(e) => Decision {
-                result: Err(e),
-                decided_by: DecidedBy::Invalid,
-            },
+            Err(e) => Decision::new(Err(e), DecidedBy::Invalid),
         }
     }
 
@@ -1039,10 +1106,11 @@ impl Inner {
     }
 
     /// Keep the local fallback warm: it counts what Redis admitted (its own refusals are
-    /// ignored: Redis decided).
-    fn warm(&self, raw: &[u8], n: u64) {
-        if let Policy::Local(local) = &self.policy {
-            let _ = local.check_key_n(raw, n);
+    /// ignored: Redis decided). Returns the local admission, to give back with a refund.
+    fn warm(&self, raw: &[u8], n: u64) -> Option<Admitted> {
+        match &self.policy {
+            Policy::Local(local) => local.check_key_n(raw, n).ok(),
+            Policy::Closed | Policy::Open => None,
         }
     }
 
@@ -1056,17 +1124,17 @@ impl Inner {
         match &self.policy {
             Policy::Closed => {
                 c.add(CLOSED);
-                Decision {
-                    result: Err(RedisDenied::Unavailable(u.clone())),
-                    decided_by: DecidedBy::FailClosed,
-                }
+                Decision::new(
+                    Err(RedisDenied::Unavailable(u.clone())),
+                    DecidedBy::FailClosed,
+                )
             }
             Policy::Open => {
                 c.add(OPEN);
-                Decision {
-                    result: Ok(Admitted::from_remote(0, 0, 0, self.cap, 0, n, 0)),
-                    decided_by: DecidedBy::FailOpen,
-                }
+                Decision::new(
+                    Ok(Admitted::from_remote(0, 0, 0, self.cap, 0, n, 0)),
+                    DecidedBy::FailOpen,
+                )
             }
             Policy::Local(local) => {
                 let result = match local.check_key_n(raw, n) {
@@ -1083,10 +1151,7 @@ impl Inner {
                         Err(RedisDenied::Never(e))
                     }
                 };
-                Decision {
-                    result,
-                    decided_by: DecidedBy::Local,
-                }
+                Decision::new(result, DecidedBy::Local)
             }
         }
     }
