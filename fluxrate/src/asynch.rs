@@ -7,10 +7,33 @@ use crate::{
 use core::borrow::Borrow;
 use core::future::Future;
 use core::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A [`Clock`] that follows tokio's time, including paused time in tests
 /// (`#[tokio::test(start_paused = true)]`), so that async waits are exact and instant there.
+///
+/// # Blocking waits
+///
+/// The blocking waits ([`RateLimiter::acquire`], [`RateLimiter::wait`] and their keyed and
+/// weighted forms) sleep the thread until tokio's time reaches the deadline. While tokio's
+/// time is paused that would never happen: paused time moves only when the runtime, idle,
+/// jumps to its next timer, or when the test calls `tokio::time::advance`, and neither
+/// happens while the runtime's own thread is the one blocked (tokio does not auto-advance
+/// while a `spawn_blocking` task runs either). So a blocking wait that sees tokio's time stand
+/// still over its first 100 µs of real time ends at once, as on a
+/// [`ManualClock`](crate::ManualClock): this clock (and its clones) moves to the end of the
+/// wait, and from then on reads that much ahead of `tokio::time::Instant`. The wait is as
+/// exact as an async one; only tokio's own timers do not see it. Outside paused time a
+/// blocking wait sleeps in real time and the clock reads tokio's time. In async code prefer
+/// [`AcquireAsync`] and [`AcquireKeyAsync`]: a blocking wait blocks the executor.
+///
+/// # Memory ordering
+///
+/// The time skipped by blocking waits is one atomic, raised with `fetch_max` (`AcqRel`) and read
+/// with `Acquire` by every reading: a reading that follows the end of a wait on another thread
+/// is at least the wait's deadline.
 ///
 /// # Examples
 ///
@@ -28,17 +51,29 @@ use std::time::Duration;
 /// assert_eq!(start.elapsed(), Duration::from_millis(1000)); // 2 at once, then one per 500 ms
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TokioClock {
     epoch: tokio::time::Instant,
+    /// Nanoseconds this clock reads ahead of tokio's time: what blocking waits skipped while
+    /// tokio's time was paused. Shared by clones.
+    ahead: Arc<AtomicU64>,
 }
+
+/// How long a blocking wait sleeps in real time before it checks whether tokio's time moves.
+const PAUSE_PROBE_NS: u64 = 100_000;
 
 impl TokioClock {
     /// A clock whose epoch is tokio's now (call it inside a runtime when time is paused).
     pub fn new() -> Self {
         Self {
             epoch: tokio::time::Instant::now(),
+            ahead: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Tokio's time since the epoch, in nanoseconds.
+    fn tokio_elapsed(&self) -> u64 {
+        nanos(tokio::time::Instant::now().saturating_duration_since(self.epoch))
     }
 }
 
@@ -50,8 +85,31 @@ impl Default for TokioClock {
 
 impl Clock for TokioClock {
     fn now(&self) -> u64 {
-        let d = tokio::time::Instant::now().saturating_duration_since(self.epoch);
-        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+        self.tokio_elapsed()
+            .saturating_add(self.ahead.load(Ordering::Acquire))
+    }
+
+    /// Sleep in real time until tokio's time reaches `deadline`; if tokio's time stands still
+    /// while real time passes (it is paused), move this clock to `deadline` instead (see
+    /// [Blocking waits](TokioClock#blocking-waits)).
+    fn sleep_until(&self, deadline: u64) {
+        let mut slice = PAUSE_PROBE_NS;
+        loop {
+            let before = self.now();
+            if before >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_nanos((deadline - before).min(slice)));
+            slice = u64::MAX;
+            if self.now() == before {
+                // Paused: nothing will move tokio's time while this thread blocks.
+                self.ahead.fetch_max(
+                    deadline.saturating_sub(self.tokio_elapsed()),
+                    Ordering::AcqRel,
+                );
+                return;
+            }
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 #![cfg(feature = "tokio")]
 
 use fluxrate::{
-    rate_limit, AcquireAsync, AcquireError, AcquireKeyAsync, Algorithm, NotKeyed, Quota,
+    rate_limit, AcquireAsync, AcquireError, AcquireKeyAsync, Algorithm, Clock, NotKeyed, Quota,
     RateLimited, RateLimiter, TimeoutExceeded, TokioClock,
 };
 use std::sync::LazyLock;
@@ -182,4 +182,139 @@ async fn dropped_waiters_give_back_what_they_can() {
     assert_eq!(b.await.unwrap() - start, Duration::from_secs(3));
     l.acquire_async(Duration::from_secs(10)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(4));
+}
+
+/// Runs `f` on a thread of its own and returns what it returns; fails, instead of hanging, if it
+/// has not returned within 10 s of real time (a panic in `f` is passed on).
+fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: still blocked after 10 s of real time")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker returned without sending"),
+        },
+    }
+}
+
+/// A current-thread runtime whose time starts paused, as in `#[tokio::test(start_paused)]`.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Issue 11, defect 8: a blocking wait on a `TokioClock` while tokio's time is paused. Nothing
+/// advances paused time while the runtime's own thread blocks, so sleeping until tokio's time
+/// reaches the deadline never ends. The wait must end, as exactly as the async one: the clock
+/// reads, after the blocking waits, what tokio's time reads after the same async waits.
+#[test]
+fn blocking_waits_on_a_paused_tokio_clock_end_and_are_exact() {
+    within_10s("blocking waits under paused time", || {
+        paused_runtime().block_on(async {
+            for alg in Algorithm::ALL {
+                let q = Quota::per_second(2);
+                let asynch = paused_limiter(q, alg);
+                let start = Instant::now();
+                for _ in 0..5 {
+                    asynch.wait_async().await;
+                }
+                let exact = u64::try_from(start.elapsed().as_nanos()).unwrap();
+                assert!(exact > 0, "{alg}: the sequence has to wait");
+
+                let blocking = paused_limiter(q, alg);
+                let (start, real) = (Instant::now(), std::time::Instant::now());
+                let t0 = blocking.clock().now();
+                blocking.acquire(Duration::from_secs(60)).unwrap();
+                for _ in 0..4 {
+                    blocking.wait();
+                }
+                assert_eq!(blocking.clock().now() - t0, exact, "{alg}");
+                assert_eq!(
+                    start.elapsed(),
+                    Duration::ZERO,
+                    "{alg}: tokio's own time does not move"
+                );
+                assert!(
+                    real.elapsed() < Duration::from_secs(2),
+                    "{alg}: {:?}",
+                    real.elapsed()
+                );
+                // A wait beyond the timeout is still refused at once.
+                while blocking.check().is_ok() {}
+                let now = blocking.clock().now();
+                assert!(blocking.acquire(Duration::ZERO).is_err(), "{alg}");
+                assert_eq!(blocking.clock().now(), now, "{alg}");
+            }
+        })
+    });
+}
+
+/// Defect 8 from `spawn_blocking`: tokio does not auto-advance paused time while a blocking
+/// task runs, so this wait could not end either; and keyed limiters wait the same way.
+#[test]
+fn blocking_waits_on_a_paused_tokio_clock_end_in_spawn_blocking() {
+    let at = within_10s(
+        "a blocking wait in spawn_blocking under paused time",
+        || {
+            paused_runtime().block_on(async {
+                let l = std::sync::Arc::new(
+                    RateLimiter::builder(Quota::per_second(4))
+                        .clock(TokioClock::new())
+                        .keyed::<u64>()
+                        .build()
+                        .unwrap(),
+                );
+                let t0 = l.clock().now();
+                tokio::task::spawn_blocking(move || {
+                    for _ in 0..6 {
+                        l.wait_key(&7);
+                    }
+                    l.clock().now() - t0
+                })
+                .await
+                .unwrap()
+            })
+        },
+    );
+    assert_eq!(at, 500_000_000, "4 at once, then 2 more 250 ms apart");
+}
+
+/// Outside paused time nothing changes: a blocking wait on a `TokioClock` sleeps in real time
+/// and the clock keeps reading tokio's time.
+#[test]
+fn blocking_waits_on_a_running_tokio_clock_sleep_in_real_time() {
+    within_10s("a blocking wait in real time", || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = RateLimiter::builder(Quota::per_second(20).with_burst(1))
+                .clock(TokioClock::new())
+                .build()
+                .unwrap();
+            let (t0, start) = (l.clock().now(), Instant::now());
+            l.check().unwrap();
+            l.acquire(Duration::from_secs(1)).unwrap();
+            assert!(
+                start.elapsed() >= Duration::from_millis(45),
+                "{:?}",
+                start.elapsed()
+            );
+            let drift = (l.clock().now() - t0).abs_diff(start.elapsed().as_nanos() as u64);
+            assert!(
+                drift < 5_000_000,
+                "the clock follows tokio's time: {drift} ns apart"
+            );
+        })
+    });
 }
