@@ -20,13 +20,65 @@ use std::time::Duration;
 
 /// The key type of a direct (un-keyed) limiter: one state for all callers.
 ///
-/// The direct methods (`check`, …) exist only on `RateLimiter<NotKeyed, …>`. A `NotKeyed` value
-/// cannot be made outside this crate, so the keyed methods (`check_key`, …) cannot be called
-/// on a direct limiter either.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The direct methods (`check`, …) exist only on `RateLimiter<NotKeyed, …>`, the keyed ones
+/// (`check_key`, `sweep`, `reset_all`, …) and the keyed builder options (`max_keys`,
+/// `overflow`, `per_key_stats`, `hasher`) only for key types that hash, which `NotKeyed` does
+/// not: a direct limiter cannot call them at all.
+///
+/// ```compile_fail
+/// let direct = fluxrate_core::RateLimiter::direct("10/s".parse().unwrap()).unwrap();
+/// direct.sweep(); // no keyed store to sweep
+/// ```
+///
+/// ```compile_fail
+/// let direct = fluxrate_core::RateLimiter::direct("10/s".parse().unwrap()).unwrap();
+/// direct.reset_all();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).max_keys(10).build();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{Overflow, Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).overflow(Overflow::Shared).build();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).per_key_stats(true).build();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{KeyHasher, Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).hasher(KeyHasher::new()).build();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{NotKeyed, Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).keyed::<NotKeyed>().build();
+/// ```
+///
+/// The same options after [`keyed`](crate::Builder::keyed) build a keyed limiter:
+///
+/// ```
+/// use fluxrate_core::{KeyHasher, Overflow, Quota, RateLimiter};
+/// let keyed = RateLimiter::builder(Quota::per_second(1))
+///     .keyed::<u64>()
+///     .max_keys(10)
+///     .overflow(Overflow::Shared)
+///     .per_key_stats(true)
+///     .hasher(KeyHasher::new())
+///     .build()
+///     .unwrap();
+/// assert_eq!(keyed.sweep(), 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotKeyed(());
 
-/// The cells of one algorithm: the direct cell, and the keyed store if keyed.
+/// The cells of one algorithm: the direct cell, and the keyed store if keyed (always `Some` for
+/// a key type other than [`NotKeyed`], always `None` for `NotKeyed`: `build` decides by type).
 ///
 /// A keyed limiter uses its direct cell as the shared cell of [`Overflow::Shared`].
 struct Cells<K, V, S> {
@@ -154,7 +206,6 @@ pub struct Builder<K = NotKeyed, C = MonotonicClock, S = KeyHasher> {
     algorithm: Algorithm,
     clock: C,
     hasher: S,
-    keyed: bool,
     max_keys: Option<usize>,
     overflow: Overflow,
     per_key_stats: bool,
@@ -168,7 +219,6 @@ impl<K, C: fmt::Debug, S> fmt::Debug for Builder<K, C, S> {
             .field("quota", &self.quota)
             .field("algorithm", &self.algorithm)
             .field("clock", &self.clock)
-            .field("keyed", &self.keyed)
             .field("max_keys", &self.max_keys)
             .field("overflow", &self.overflow)
             .field("per_key_stats", &self.per_key_stats)
@@ -185,7 +235,6 @@ impl RateLimiter {
             algorithm: Algorithm::TokenBucket,
             clock: MonotonicClock::new(),
             hasher: KeyHasher::new(),
-            keyed: false,
             max_keys: None,
             overflow: Overflow::Reject,
             per_key_stats: false,
@@ -239,13 +288,20 @@ impl<K, C, S> Builder<K, C, S> {
             algorithm: self.algorithm,
             clock,
             hasher: self.hasher,
-            keyed: self.keyed,
             max_keys: self.max_keys,
             overflow: self.overflow,
             per_key_stats: self.per_key_stats,
             stats: self.stats,
             _key: PhantomData,
         }
+    }
+
+    /// Count allowed / rejected requests for [`RateLimiter::stats`] (default: on). Counting
+    /// costs one uncontended atomic add per decision (striped by thread); turn it off on the
+    /// hottest paths.
+    pub fn stats(mut self, enabled: bool) -> Self {
+        self.stats = enabled;
+        self
     }
 
     /// Make it a keyed limiter: one independent limit per key of type `K2`.
@@ -255,7 +311,6 @@ impl<K, C, S> Builder<K, C, S> {
             algorithm: self.algorithm,
             clock: self.clock,
             hasher: self.hasher,
-            keyed: true,
             max_keys: self.max_keys,
             overflow: self.overflow,
             per_key_stats: self.per_key_stats,
@@ -263,7 +318,17 @@ impl<K, C, S> Builder<K, C, S> {
             _key: PhantomData,
         }
     }
+}
 
+impl<C: Clock, S> Builder<NotKeyed, C, S> {
+    /// Check every parameter and build the direct limiter.
+    pub fn build(self) -> Result<RateLimiter<NotKeyed, C, S>, ConfigError> {
+        RateLimiter::from_builder(self, &NoStore)
+    }
+}
+
+/// The keyed builder options: after [`keyed`](Builder::keyed) only.
+impl<K: Hash + Eq, C, S: BuildHasher + Clone> Builder<K, C, S> {
     /// Use another hasher for the keyed store. Keep it randomly seeded if keys come from
     /// untrusted input (see [`KeyHasher`]).
     pub fn hasher<S2: BuildHasher + Clone>(self, hasher: S2) -> Builder<K, C, S2> {
@@ -272,7 +337,6 @@ impl<K, C, S> Builder<K, C, S> {
             algorithm: self.algorithm,
             clock: self.clock,
             hasher,
-            keyed: self.keyed,
             max_keys: self.max_keys,
             overflow: self.overflow,
             per_key_stats: self.per_key_stats,
@@ -301,69 +365,101 @@ impl<K, C, S> Builder<K, C, S> {
         self
     }
 
-    /// Count allowed / rejected requests for [`RateLimiter::stats`] (default: on). Counting
-    /// costs one uncontended atomic add per decision (striped by thread); turn it off on the
-    /// hottest paths.
-    pub fn stats(mut self, enabled: bool) -> Self {
-        self.stats = enabled;
-        self
-    }
-
-    /// Check every parameter and build the limiter.
+    /// Check every parameter and build the keyed limiter.
     pub fn build(self) -> Result<RateLimiter<K, C, S>, ConfigError>
     where
-        K: Hash + Eq,
-        S: BuildHasher + Clone,
         C: Clock,
     {
         if self.max_keys == Some(0) {
             return Err(ConfigError::ZeroMaxKeys);
         }
-        let q = &self.quota;
-        let b = &self;
-        let engine = match self.algorithm {
+        let stores = Stores {
+            hasher: self.hasher.clone(),
+            max_keys: self.max_keys,
+            per_key_stats: self.per_key_stats,
+        };
+        RateLimiter::from_builder(self, &stores)
+    }
+}
+
+/// Makes the keyed store (or none) of each algorithm's cells.
+trait MakeStore<K, S> {
+    fn store<V>(&self) -> Option<KeyedStore<K, V, S>>;
+}
+
+/// A direct limiter's: none.
+struct NoStore;
+
+impl<S> MakeStore<NotKeyed, S> for NoStore {
+    fn store<V>(&self) -> Option<KeyedStore<NotKeyed, V, S>> {
+        None
+    }
+}
+
+/// A keyed limiter's: one store per limiter with the builder's options.
+struct Stores<S> {
+    hasher: S,
+    max_keys: Option<usize>,
+    per_key_stats: bool,
+}
+
+impl<K: Hash + Eq, S: BuildHasher + Clone> MakeStore<K, S> for Stores<S> {
+    fn store<V>(&self) -> Option<KeyedStore<K, V, S>> {
+        Some(KeyedStore::new(
+            self.hasher.clone(),
+            self.max_keys,
+            self.per_key_stats,
+        ))
+    }
+}
+
+impl<K, V, S> Cells<K, V, S> {
+    fn new(direct: V, stores: &impl MakeStore<K, S>) -> Self {
+        Self {
+            direct: Padded(direct),
+            keyed: stores.store(),
+        }
+    }
+}
+
+impl<K, C: Clock, S> RateLimiter<K, C, S> {
+    /// Check the builder's parameters and build the cells of its algorithm.
+    fn from_builder(
+        b: Builder<K, C, S>,
+        stores: &impl MakeStore<K, S>,
+    ) -> Result<Self, ConfigError> {
+        let q = &b.quota;
+        let engine = match b.algorithm {
             Algorithm::TokenBucket => {
                 let a = TokenBucket::new(q)?;
-                Engine::TokenBucket(a, Cells::new(a.new_state(), b))
+                Engine::TokenBucket(a, Cells::new(a.new_state(), stores))
             }
             Algorithm::LeakyBucket => {
                 let a = LeakyBucket::new(q)?;
-                Engine::LeakyBucket(a, Cells::new(a.new_state(), b))
+                Engine::LeakyBucket(a, Cells::new(a.new_state(), stores))
             }
             Algorithm::FixedWindow => {
                 let a = FixedWindow::new(q)?;
-                Engine::FixedWindow(a, Cells::new(a.new_state(), b))
+                Engine::FixedWindow(a, Cells::new(a.new_state(), stores))
             }
             Algorithm::SlidingWindowCounter => {
                 let a = SlidingWindowCounter::new(q)?;
                 let direct = a.new_state();
-                Engine::SlidingWindowCounter(a, Cells::new(direct, b))
+                Engine::SlidingWindowCounter(a, Cells::new(direct, stores))
             }
             Algorithm::SlidingLog => {
                 let a = SlidingLog::new(q)?;
-                Engine::SlidingLog(a, Cells::new(a.new_state(), b))
+                Engine::SlidingLog(a, Cells::new(a.new_state(), stores))
             }
         };
         Ok(RateLimiter {
             engine,
-            clock: self.clock,
-            counters: self.stats.then(Counters::default),
-            quota: self.quota,
-            algorithm: self.algorithm,
-            overflow: self.overflow,
+            clock: b.clock,
+            counters: b.stats.then(Counters::default),
+            quota: b.quota,
+            algorithm: b.algorithm,
+            overflow: b.overflow,
         })
-    }
-}
-
-impl<K: Hash + Eq, V, S: BuildHasher + Clone> Cells<K, V, S> {
-    /// The direct cell, and the keyed store if the builder asks for one.
-    fn new<C>(direct: V, b: &Builder<K, C, S>) -> Self {
-        Self {
-            direct: Padded(direct),
-            keyed: b
-                .keyed
-                .then(|| KeyedStore::new(b.hasher.clone(), b.max_keys, b.per_key_stats)),
-        }
     }
 }
 
@@ -378,7 +474,7 @@ fn never_fails<T>(r: Result<T, InsufficientCapacity>) -> T {
 /// Outcome of one attempt inside an acquire loop.
 type Attempt = Result<Admitted, Refusal>;
 
-impl<K: Hash + Eq, C: Clock, S: BuildHasher + Clone> RateLimiter<K, C, S> {
+impl<K, C: Clock, S> RateLimiter<K, C, S> {
     /// The quota the limiter was built with.
     pub fn quota(&self) -> Quota {
         self.quota
@@ -520,7 +616,7 @@ fn decide<A: RateAlgorithm>(alg: &A, state: &A::State, now: u64, n: u64) -> Atte
 }
 
 /// Direct (un-keyed) use: one limit for all callers.
-impl<C: Clock, S: BuildHasher + Clone> RateLimiter<NotKeyed, C, S> {
+impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
     /// Admit one request if the limit allows it now.
     #[inline]
     pub fn allow(&self) -> bool {
@@ -693,10 +789,11 @@ where
     S: BuildHasher + Clone,
 {
     fn store<V>(cells: &Cells<K, V, S>) -> &KeyedStore<K, V, S> {
-        cells
-            .keyed
-            .as_ref()
-            .expect("a RateLimiter with a key type other than NotKeyed is always keyed")
+        match &cells.keyed {
+            Some(store) => store,
+            // `Builder::build` for a hashable key type always makes the store.
+            None => unreachable!("a keyed limiter without a keyed store"),
+        }
     }
 
     /// Admit one request for `key` if its limit allows it now.
