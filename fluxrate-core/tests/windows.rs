@@ -226,6 +226,37 @@ fn sliding_window_counter_reader_far_behind_never_resets_newer_state() {
     assert!(swc.check(&s, 1_002, 1).is_err(), "window 10 is still full");
 }
 
+/// Defect 7 of issue 11: the stale-reader guard lives in the state, so copies of the parameters
+/// (or parameters built twice from one quota) deciding on one state all keep it.
+#[test]
+fn sliding_window_counter_copies_of_the_parameters_keep_the_stale_reader_guard() {
+    let swc = SlidingWindowCounter::new(&quota(2, 100)).unwrap();
+    let copies = [swc, SlidingWindowCounter::new(&quota(2, 100)).unwrap()];
+    let s = SlidingWindowCounterState::new();
+    assert!(swc.check(&s, 1_000, 1).is_ok());
+    assert!(swc.allow(&s, 1_001, 1));
+    let before = s.raw();
+    for other in &copies {
+        for stale in [0, 500, 700, 799] {
+            assert!(other.check(&s, stale, 1).is_err());
+            assert!(!other.allow(&s, stale, 1));
+            assert_eq!(other.peek(&s, stale).remaining(), 0);
+            assert_eq!(
+                s.raw(),
+                before,
+                "a stale reader at {stale} changed the state"
+            );
+        }
+        assert!(
+            other.check(&s, 1_002, 1).is_err(),
+            "window 10 is still full"
+        );
+    }
+    // Parameters that are `Copy` hold no atomics: nothing mutable is left in them to lose.
+    fn copy<T: Copy>() {}
+    copy::<SlidingWindowCounter>();
+}
+
 /// Found by fuzzing: at the very end of time (u64::MAX ns) a stamp cannot be stored, and with a
 /// 1 ns window it would have expired at once; the log refuses instead of over-admitting.
 #[test]

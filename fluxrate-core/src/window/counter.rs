@@ -10,7 +10,8 @@ use crate::sync::{AtomicU64, Ordering};
 pub const MAX_COUNTER_CALLS: u64 = (1 << 24) - 1;
 
 /// The per-key state of [`SlidingWindowCounter`]: one `AtomicU64` packing
-/// `[window index mod 2^kb | previous count | current count]`.
+/// `[window index mod 2^kb | previous count | current count]`, and the latest window any
+/// reader has decided in on this state.
 ///
 /// Each count takes just enough bits for `calls`; the rest (at least 16 bits) hold the window
 /// index modulo `2^kb`. Packing all three in one word makes the window roll-over and the
@@ -18,10 +19,15 @@ pub const MAX_COUNTER_CALLS: u64 = (1 << 24) - 1;
 ///
 /// # Memory ordering
 ///
-/// One location, updated by CAS (`AcqRel` on success, `Acquire` loads).
+/// The packed word is updated by CAS (`AcqRel` on success, `Acquire` loads). `latest` is
+/// raised (`fetch_max`, `AcqRel`) by the first reader of a window *before* its CAS publishes
+/// that window, and read (`Acquire`) *after* the packed word was loaded: a reader that sees a
+/// window in the word therefore sees `latest` at least that window, and a reader whose clock is
+/// more than two windows behind it is refused instead of misreading the modular index.
 #[derive(Debug, Default)]
 pub struct SlidingWindowCounterState {
     v: AtomicU64,
+    latest: AtomicU64,
 }
 
 impl SlidingWindowCounterState {
@@ -29,6 +35,7 @@ impl SlidingWindowCounterState {
     pub fn new() -> Self {
         Self {
             v: AtomicU64::new(0),
+            latest: AtomicU64::new(0),
         }
     }
 
@@ -37,10 +44,13 @@ impl SlidingWindowCounterState {
         self.v.load(Ordering::Acquire)
     }
 
-    /// A state from a value returned by [`raw`](Self::raw).
+    /// A state from a value returned by [`raw`](Self::raw). It knows of no newer window than
+    /// its readers' clocks, so restore it only where those clocks are not behind the window it
+    /// was saved in.
     pub fn from_raw(v: u64) -> Self {
         Self {
             v: AtomicU64::new(v),
+            latest: AtomicU64::new(0),
         }
     }
 }
@@ -49,7 +59,7 @@ impl SlidingWindowCounterState {
 /// `curr` are the counts of the previous and current aligned windows and `e` the time elapsed
 /// in the current one (integer arithmetic, no floats).
 ///
-/// O(1) memory per key (8 bytes) and exact per aligned window (≤ `calls`), but approximate for
+/// O(1) memory per key (16 bytes) and exact per aligned window (≤ `calls`), but approximate for
 /// unaligned windows: an adversary who puts all `calls` at the very end of one window can get up
 /// to **`2·calls − 1`** admissions into a window of length `period` that straddles the boundary.
 /// Use [`SlidingLog`](crate::SlidingLog) where the limit must hold for every window.
@@ -61,10 +71,11 @@ impl SlidingWindowCounterState {
 ///
 /// Because the per-key index is modular, a reader whose clock reading is far behind (a thread
 /// descheduled for several windows between reading the clock and deciding) could not tell an
-/// old state from a newer one. So the algorithm also keeps the latest window any reader has
-/// seen (one shared `AtomicU64`, written once per window): a reader more than two windows
-/// behind it is refused, with the wait until its clock catches up, and never resets a newer
-/// state.
+/// old state from a newer one. So each state also keeps the latest window any reader has
+/// decided in on it (a second `AtomicU64`, written once per window): a reader more than two
+/// windows behind it is refused, with the wait until its clock catches up, and never resets a
+/// newer state. The parameters hold no mutable state: any number of copies, or independently
+/// built parameters of the same quota, may decide on one state.
 ///
 /// # Examples
 ///
@@ -80,7 +91,7 @@ impl SlidingWindowCounterState {
 /// let at_half = 1_500_000_000;
 /// assert_eq!(swc.peek(&s, at_half).remaining(), 5);
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct SlidingWindowCounter {
     limit: u64,
     w: u64,
@@ -95,18 +106,6 @@ pub struct SlidingWindowCounter {
     /// `L·W` when `narrow` (else 0).
     lw: u64,
     div: Divisor,
-    /// The latest window index any reader has decided in. Raised (before the CAS that stores
-    /// a new window) by the first reader of each window.
-    latest: AtomicU64,
-}
-
-impl Clone for SlidingWindowCounter {
-    fn clone(&self) -> Self {
-        Self {
-            latest: AtomicU64::new(self.latest.load(Ordering::Acquire)),
-            ..*self
-        }
-    }
 }
 
 /// The state as seen at some time: counts, and the window they belong to.
@@ -148,7 +147,6 @@ impl SlidingWindowCounter {
                 .filter(|x| x.checked_mul(5).is_some())
                 .unwrap_or(0),
             div: Divisor::new(w),
-            latest: AtomicU64::new(0),
         })
     }
 
@@ -229,10 +227,15 @@ impl SlidingWindowCounter {
     /// Also raises `latest` when this reader is the first in a new window. Must run after the
     /// state word was loaded, so that it sees every window published by that word.
     #[inline]
-    fn stale_reader(&self, k_now: u64, now: u64) -> Option<Refusal> {
-        let latest = self.latest.load(Ordering::Acquire);
+    fn stale_reader(
+        &self,
+        state: &SlidingWindowCounterState,
+        k_now: u64,
+        now: u64,
+    ) -> Option<Refusal> {
+        let latest = state.latest.load(Ordering::Acquire);
         if k_now > latest {
-            self.latest.fetch_max(k_now, Ordering::AcqRel);
+            state.latest.fetch_max(k_now, Ordering::AcqRel);
             None
         } else if k_now.saturating_add(2) < latest {
             let wait = sat(start_of(latest, self.w).saturating_sub(u128::from(now)));
@@ -301,7 +304,7 @@ impl SlidingWindowCounter {
         }
         let mut v = state.v.load(Ordering::Acquire);
         loop {
-            let latest = self.latest.load(Ordering::Acquire);
+            let latest = state.latest.load(Ordering::Acquire);
             // `latest` is 0 or some reading's `now / W`, so `latest·W` cannot overflow.
             let start = latest.wrapping_mul(self.w);
             let (k_now, e) = if now >= start && now - start < self.w {
@@ -311,7 +314,7 @@ impl SlidingWindowCounter {
                 (k, now - k * self.w)
             };
             if k_now > latest {
-                self.latest.fetch_max(k_now, Ordering::AcqRel);
+                state.latest.fetch_max(k_now, Ordering::AcqRel);
             } else if latest > k_now.saturating_add(2) {
                 return false;
             }
@@ -340,7 +343,7 @@ impl SlidingWindowCounter {
         let k_now = self.div.div(now);
         let mut v = state.v.load(Ordering::Acquire);
         loop {
-            if let Some(refusal) = self.stale_reader(k_now, now) {
+            if let Some(refusal) = self.stale_reader(state, k_now, now) {
                 return Err(refusal);
             }
             let view = self.view_in(v, k_now, now);
@@ -425,7 +428,7 @@ impl RateAlgorithm for SlidingWindowCounter {
     fn peek(&self, state: &SlidingWindowCounterState, now: u64) -> Snapshot {
         let v = state.v.load(Ordering::Acquire);
         let k_now = self.div.div(now);
-        let latest = self.latest.load(Ordering::Acquire);
+        let latest = state.latest.load(Ordering::Acquire);
         if k_now.saturating_add(2) < latest {
             let wait = sat(start_of(latest, self.w).saturating_sub(u128::from(now)));
             return Snapshot {
@@ -452,6 +455,8 @@ impl RateAlgorithm for SlidingWindowCounter {
     }
 
     fn reset(&self, state: &SlidingWindowCounterState) {
+        // `latest` stays: it only refuses readers whose clocks are behind a window this state
+        // has already been decided in.
         state.v.store(0, Ordering::Release);
     }
 
