@@ -1439,6 +1439,92 @@ fn failover_to_a_lagging_replica_loses_exactly_the_unreplicated_updates() {
     });
 }
 
+/// Issue 11, defect 2: a half-open probe whose future is dropped (a client disconnect, an
+/// outer `tower` timeout, `select!`; here a 5 ms timeout while the server is frozen) must not
+/// leave the circuit breaker refusing every call. Once the server answers again, Redis decides
+/// within the breaker's open time plus one budget (plus scheduling slack on a loaded machine).
+#[test]
+fn breaker_recovers_after_an_abandoned_probe() {
+    if !available("breaker_recovers_after_an_abandoned_probe") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let open_for = Duration::from_millis(50);
+        let options = BackendOptions {
+            breaker_failures: 1,
+            breaker_open_for: open_for,
+            ..BackendOptions::default()
+        };
+        let backend = RedisBackend::connect_with(&server.url(), options)
+            .await
+            .unwrap();
+        let budget = Duration::from_millis(200);
+        let l = RedisRateLimiter::builder(&backend, "probe", Quota::per_second(1000))
+            .timeout(budget)
+            .build()
+            .unwrap();
+        l.check_key("k").await.unwrap();
+        server.signal("-STOP");
+        assert!(
+            !server.answers_within(Duration::from_millis(100)),
+            "the server is really frozen"
+        );
+        let err = l.check_key("k").await.unwrap_err();
+        assert!(
+            matches!(&err, RedisDenied::Unavailable(u) if u.class() == FailureClass::Indeterminate),
+            "{err:?}"
+        );
+        assert!(backend.breaker_open(), "one failure opens the breaker");
+        assert_eq!(backend.breaker_trips(), 1);
+        tokio::time::sleep(open_for + Duration::from_millis(10)).await;
+        // Half-open: this call is the probe. It is sent to the frozen server, then dropped.
+        let sent = backend.commands_sent();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(5), l.check_key("k"))
+                .await
+                .is_err(),
+            "the probe was admitted and then dropped"
+        );
+        assert_eq!(
+            backend.commands_sent(),
+            sent + 1,
+            "the probe reached the wire"
+        );
+        server.signal("-CONT");
+        let cont = Instant::now();
+        let mut refused = 0;
+        loop {
+            let d = l.decide_key_n("k", 1).await;
+            if d.decided_by == DecidedBy::Redis {
+                break;
+            }
+            refused += 1;
+            let class = match &d.result {
+                Err(RedisDenied::Unavailable(u)) => Some(u.class()),
+                _ => None,
+            };
+            assert!(
+                cont.elapsed() < Duration::from_secs(5),
+                "5 s after CONT: still {class:?}, breaker open {}, {refused} calls refused",
+                backend.breaker_open()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = cont.elapsed();
+        eprintln!(
+            "abandoned probe: Redis decides again {took:?} after CONT ({refused} calls refused; \
+             open for {open_for:?}, budget {budget:?}); breaker trips {}",
+            backend.breaker_trips()
+        );
+        assert!(!backend.breaker_open(), "the probe's success closed it");
+        assert!(
+            took < open_for + budget + Duration::from_secs(1),
+            "recovery took {took:?}: more than the open time and one budget (1 s slack)"
+        );
+    });
+}
+
 // Issue 11, defect 6 (security review, finding 12): a refund goes back to what was charged.
 // Each layer below has a Redis limit, then an in-process `Global` limit whose only call is
 // already used, so every request is admitted by the first and refused by the second, and the

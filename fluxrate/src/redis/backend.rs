@@ -1,5 +1,6 @@
 //! The connection to Redis, the script, the circuit breaker, and how failures are classified.
 
+use crate::{Clock, MonotonicClock};
 use core::fmt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -7,7 +8,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The decision script (every algorithm, one or several limits, all or nothing).
 pub(crate) const SCRIPT: &str = include_str!("decide.lua");
@@ -231,7 +232,7 @@ impl RedisBackend {
 
     /// How many times the circuit breaker has opened.
     pub fn breaker_trips(&self) -> u64 {
-        self.inner.breaker.trips.load(Ordering::Relaxed)
+        self.inner.breaker.trips()
     }
 
     pub(crate) fn same(&self, other: &RedisBackend) -> bool {
@@ -255,13 +256,20 @@ impl RedisBackend {
         budget: Duration,
     ) -> Result<Vec<i64>, Unavailable> {
         let b = &self.inner.breaker;
-        if let Some(wait) = b.refuse() {
-            return Err(Unavailable {
-                class: FailureClass::CircuitOpen,
-                retry_after: wait,
-                cause: "circuit breaker open after repeated failures".to_owned(),
-            });
-        }
+        // The ticket lives in this future from here to the end: every await below (the
+        // script commands, redirections, `TRYAGAIN` sleeps, all inside `timeout`) is a point
+        // where the caller may drop it, and dropping a half-open probe's ticket re-opens the
+        // breaker instead of leaving the probe slot taken.
+        let ticket = match b.admit() {
+            Ok(ticket) => ticket,
+            Err(wait) => {
+                return Err(Unavailable {
+                    class: FailureClass::CircuitOpen,
+                    retry_after: wait,
+                    cause: "circuit breaker open after repeated failures".to_owned(),
+                })
+            }
+        };
         let deadline = tokio::time::Instant::now() + budget;
         let call = async {
             let mut conn = self.inner.conn.clone();
@@ -309,8 +317,8 @@ impl RedisBackend {
             }),
         };
         match &result {
-            Ok(_) => b.success(),
-            Err(_) => b.failure(),
+            Ok(_) => ticket.success(),
+            Err(_) => ticket.failure(),
         }
         result
     }
@@ -454,25 +462,65 @@ fn classify(e: &RedisError) -> FailureClass {
     }
 }
 
-/// Opens after `threshold` consecutive failures; after `open_for`, lets one probe through
-/// (half-open): its success closes the breaker, its failure opens it again.
-struct Breaker {
+/// The circuit breaker: opens after `threshold` consecutive failures; `open_for` later it lets
+/// one probe through (half-open): the probe's success closes it, its failure opens it again.
+///
+/// States, as the model test in this module spells them out:
+/// * **closed** (`open_until == 0`): every call is admitted; a success resets the failure
+///   count, the `threshold`-th consecutive failure opens the breaker (a trip).
+/// * **open** (`now < open_until`): calls are refused at once, told to wait the remainder.
+/// * **half-open** (`open_until <= now`): the first caller to take the probe slot (`probing`)
+///   is the probe; every other caller is refused (told to wait `open_for`) while it is in flight.
+///
+/// Whatever the state, any success closes the breaker (Redis answered) and any failure while
+/// open re-arms `open_until = now + open_for`. A probe's failure opens the breaker even if a
+/// late success of another call closed it meanwhile.
+///
+/// # Invariant: the probe slot is never lost
+///
+/// `probing` is set only by [`admit`](Self::admit), for the [`Ticket`] it returns, and cleared
+/// only through that ticket: by its success, by its failure, or by its `Drop` when the call's
+/// future is abandoned (a client disconnect, an outer timeout, `select!`), which counts as a
+/// failure of the probe: the breaker re-opens for `open_for`, and the next caller after that
+/// probes. No other call touches the slot, so at most one probe is ever in flight.
+///
+/// `RedisBackend::eval` takes the ticket before its first await and holds it until the outcome
+/// is known, and it wraps every await in between (the script commands, redirections,
+/// `TRYAGAIN` sleeps) in the time budget (`tokio::time::timeout`). A probe therefore ends
+/// within one budget of being polled, or when its future is dropped; a probe cannot hang past
+/// its budget. Hence the liveness property the model test checks: after any history, once
+/// calls succeed (and keep arriving), the breaker is closed within `open_for` + one budget.
+/// The one thing it cannot cover: a future that is kept alive but never polled again holds the
+/// probe slot until it is polled (and times out) or dropped.
+///
+/// Time comes from `C`: the monotonic clock in production (read only when the breaker is
+/// open, so a closed breaker costs one atomic load per call), a `ManualClock` in the tests.
+struct Breaker<C: Clock = MonotonicClock> {
     threshold: u32,
     open_for: Duration,
-    epoch: Instant,
+    open_for_ns: u64,
+    clock: C,
     failures: AtomicU32,
-    /// Nanoseconds since `epoch` until which calls are refused; 0 when closed.
+    /// Nanoseconds of `clock` until which calls are refused; 0 when closed.
     open_until: AtomicU64,
+    /// The probe slot: taken by the half-open probe's [`Ticket`], and only released by it.
     probing: AtomicBool,
     trips: AtomicU64,
 }
 
 impl Breaker {
     fn new(threshold: u32, open_for: Duration) -> Self {
+        Self::with_clock(threshold, open_for, MonotonicClock::new())
+    }
+}
+
+impl<C: Clock> Breaker<C> {
+    fn with_clock(threshold: u32, open_for: Duration, clock: C) -> Self {
         Self {
             threshold: threshold.max(1),
             open_for,
-            epoch: Instant::now(),
+            open_for_ns: u64::try_from(open_for.as_nanos()).unwrap_or(u64::MAX),
+            clock,
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
@@ -480,51 +528,109 @@ impl Breaker {
         }
     }
 
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
     fn is_open(&self) -> bool {
         self.open_until.load(Ordering::Acquire) != 0
     }
 
-    /// `Some(wait)` if a call must not be made now.
-    fn refuse(&self) -> Option<Duration> {
+    fn trips(&self) -> u64 {
+        self.trips.load(Ordering::Relaxed)
+    }
+
+    /// A ticket for a call that may be made now (the half-open probe's ticket holds the probe
+    /// slot), or how long to wait.
+    #[inline]
+    fn admit(&self) -> Result<Ticket<'_, C>, Duration> {
         let until = self.open_until.load(Ordering::Acquire);
         if until == 0 {
-            return None;
+            return Ok(Ticket {
+                breaker: self,
+                probe: false,
+            });
         }
-        let now = self.now();
+        self.admit_open(until)
+    }
+
+    #[cold]
+    fn admit_open(&self, until: u64) -> Result<Ticket<'_, C>, Duration> {
+        let now = self.clock.now();
         if now < until {
-            return Some(Duration::from_nanos(until - now));
+            return Err(Duration::from_nanos(until - now));
         }
         // Half-open: exactly one caller probes; the others keep failing fast.
         if self.probing.swap(true, Ordering::AcqRel) {
-            Some(self.open_for)
-        } else {
-            None
+            return Err(self.open_for);
+        }
+        // The slot is ours. A probe that ended between the load above and the swap re-armed
+        // or closed the breaker before it released the slot: look again.
+        match self.open_until.load(Ordering::Acquire) {
+            0 => {
+                self.probing.store(false, Ordering::Release);
+                Ok(Ticket {
+                    breaker: self,
+                    probe: false,
+                })
+            }
+            until if now < until => {
+                self.probing.store(false, Ordering::Release);
+                Err(Duration::from_nanos(until - now))
+            }
+            _ => Ok(Ticket {
+                breaker: self,
+                probe: true,
+            }),
         }
     }
 
-    fn success(&self) {
+    fn success(&self, probe: bool) {
         self.failures.store(0, Ordering::Release);
         self.open_until.store(0, Ordering::Release);
-        self.probing.store(false, Ordering::Release);
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
     }
 
-    fn failure(&self) {
+    fn failure(&self, probe: bool) {
         let n = self
             .failures
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
-        if n >= self.threshold || self.probing.load(Ordering::Acquire) {
-            let until = self
-                .now()
-                .saturating_add(u64::try_from(self.open_for.as_nanos()).unwrap_or(u64::MAX));
-            if self.open_until.swap(until.max(1), Ordering::AcqRel) == 0 {
+        if probe || n >= self.threshold || self.open_until.load(Ordering::Acquire) != 0 {
+            let until = self.clock.now().saturating_add(self.open_for_ns).max(1);
+            if self.open_until.swap(until, Ordering::AcqRel) == 0 {
                 self.trips.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        // After `open_until`: whoever takes the slot next sees the re-armed time.
+        if probe {
             self.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// A call the [`Breaker`] let through. Report its outcome with [`success`](Self::success) or
+/// [`failure`](Self::failure); a probe's ticket dropped without either (its future was
+/// abandoned at an await) counts as a failure of the probe and releases the probe slot.
+#[must_use = "a call's outcome must be reported to the breaker"]
+struct Ticket<'a, C: Clock = MonotonicClock> {
+    breaker: &'a Breaker<C>,
+    /// Whether this call holds the probe slot (and has not reported yet).
+    probe: bool,
+}
+
+impl<C: Clock> Ticket<'_, C> {
+    fn success(mut self) {
+        self.breaker.success(std::mem::take(&mut self.probe));
+    }
+
+    fn failure(mut self) {
+        self.breaker.failure(std::mem::take(&mut self.probe));
+    }
+}
+
+impl<C: Clock> Drop for Ticket<'_, C> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.breaker.failure(true);
         }
     }
 }
@@ -532,29 +638,424 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ManualClock;
+    use proptest::prelude::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn manual(threshold: u32, open_for: Duration) -> (Breaker<ManualClock>, ManualClock) {
+        let clock = ManualClock::new();
+        (
+            Breaker::with_clock(threshold, open_for, clock.clone()),
+            clock,
+        )
+    }
 
     #[test]
     fn breaker_opens_after_threshold_and_probes_once() {
-        let b = Breaker::new(2, Duration::from_millis(30));
-        assert!(b.refuse().is_none());
-        b.failure();
-        assert!(b.refuse().is_none(), "one failure is below the threshold");
-        b.failure();
+        let (b, clock) = manual(2, Duration::from_millis(30));
+        b.admit().unwrap().failure();
+        b.admit()
+            .expect("one failure is below the threshold")
+            .failure();
         assert!(b.is_open());
-        assert!(b.refuse().is_some());
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(
-            b.refuse().is_none(),
-            "the first caller after the open time probes"
+        assert_eq!(b.admit().err(), Some(Duration::from_millis(30)));
+        clock.advance(Duration::from_millis(40));
+        let probe = b
+            .admit()
+            .expect("the first caller after the open time probes");
+        assert!(probe.probe);
+        assert_eq!(
+            b.admit().err(),
+            Some(Duration::from_millis(30)),
+            "a second caller waits for the probe"
         );
-        assert!(b.refuse().is_some(), "a second caller waits for the probe");
-        b.failure();
-        assert!(b.refuse().is_some(), "a failed probe opens it again");
-        assert_eq!(b.trips.load(Ordering::Relaxed), 1, "still open: one trip");
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(b.refuse().is_none());
-        b.success();
+        probe.failure();
+        assert!(b.admit().is_err(), "a failed probe opens it again");
+        assert_eq!(b.trips(), 1, "still open: one trip");
+        clock.advance(Duration::from_millis(40));
+        b.admit().unwrap().success();
         assert!(!b.is_open());
-        assert!(b.refuse().is_none() && b.refuse().is_none());
+        let (x, y) = (b.admit().unwrap(), b.admit().unwrap());
+        assert!(!x.probe && !y.probe, "closed: no probes");
+    }
+
+    /// Issue 11, defect 2, at the breaker: an abandoned probe re-opens the breaker for
+    /// `open_for`, after which the next caller probes again.
+    #[test]
+    fn breaker_abandoned_probe_reopens_and_probes_again() {
+        let (b, clock) = manual(1, Duration::from_millis(50));
+        b.admit().unwrap().failure();
+        clock.advance(Duration::from_millis(60));
+        let probe = b.admit().unwrap();
+        assert!(probe.probe);
+        drop(probe);
+        assert!(b.is_open());
+        assert_eq!(
+            b.admit().err(),
+            Some(Duration::from_millis(50)),
+            "re-armed from the drop"
+        );
+        clock.advance(Duration::from_millis(50));
+        let again = b.admit().expect("a new probe after open_for");
+        assert!(again.probe);
+        again.success();
+        assert!(!b.is_open());
+        assert_eq!(b.trips(), 1);
+        // A call admitted while closed and dropped reports nothing: no evidence either way.
+        drop(b.admit().unwrap());
+        assert!(!b.is_open() && b.failures.load(Ordering::Relaxed) == 0);
+    }
+
+    /// The same through `RedisBackend::eval`'s real future, without a Redis server: a
+    /// listener that accepts connections and never answers. The breaker opens on one timed-out
+    /// call; the probe is dropped by an outer timeout in the middle of its await; `open_for`
+    /// later a call reaches the wire again instead of being refused forever.
+    #[tokio::test]
+    async fn breaker_probe_dropped_inside_eval_releases_the_slot() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", silent.local_addr().unwrap());
+        let open_for = Duration::from_millis(20);
+        let options = BackendOptions {
+            breaker_failures: 1,
+            breaker_open_for: open_for,
+            ..BackendOptions::default()
+        };
+        let backend = RedisBackend::connect_lazy(&url, options).unwrap();
+        let (keys, args) = (vec![b"k".to_vec()], vec![0]);
+        let e = backend
+            .eval(&keys, &args, Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), FailureClass::Indeterminate, "{e}");
+        assert!(backend.breaker_open());
+        tokio::time::sleep(open_for + Duration::from_millis(5)).await;
+        let sent = backend.commands_sent();
+        let probe = backend.eval(&keys, &args, Duration::from_secs(10));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(5), probe)
+                .await
+                .is_err(),
+            "the probe is pending at an await, then dropped"
+        );
+        assert_eq!(backend.commands_sent(), sent + 1, "the probe was sent");
+        let b = &backend.inner.breaker;
+        assert!(
+            !b.probing.load(Ordering::Acquire),
+            "the dropped probe released the slot"
+        );
+        assert!(backend.breaker_open(), "and re-opened the breaker");
+        tokio::time::sleep(open_for + Duration::from_millis(5)).await;
+        let e = backend
+            .eval(&keys, &args, Duration::from_millis(5))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.class(),
+            FailureClass::Indeterminate,
+            "a new probe reached the wire: {e}"
+        );
+        assert_eq!(backend.commands_sent(), sent + 2);
+    }
+
+    /// The reference model: the breaker's specification, one step at a time.
+    #[derive(Debug, Clone)]
+    struct Model {
+        threshold: u32,
+        open_for: u64,
+        mode: Mode,
+        probe_in_flight: bool,
+        trips: u64,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Mode {
+        Closed {
+            failures: u32,
+        },
+        /// Refusing until `until`, half-open from then on.
+        Open {
+            until: u64,
+        },
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Start {
+        Refused(Duration),
+        Call,
+        Probe,
+    }
+
+    /// How an admitted call ends.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum End {
+        Success,
+        Failure,
+        /// Its future was dropped at an await.
+        Abandoned,
+    }
+
+    impl Model {
+        fn new(threshold: u32, open_for: u64) -> Self {
+            Self {
+                threshold: threshold.max(1),
+                open_for,
+                mode: Mode::Closed { failures: 0 },
+                probe_in_flight: false,
+                trips: 0,
+            }
+        }
+
+        fn is_open(&self) -> bool {
+            matches!(self.mode, Mode::Open { .. })
+        }
+
+        fn start(&mut self, now: u64) -> Start {
+            match self.mode {
+                Mode::Closed { .. } => Start::Call,
+                Mode::Open { until } if now < until => {
+                    Start::Refused(Duration::from_nanos(until - now))
+                }
+                Mode::Open { .. } if self.probe_in_flight => {
+                    Start::Refused(Duration::from_nanos(self.open_for))
+                }
+                Mode::Open { .. } => {
+                    self.probe_in_flight = true;
+                    Start::Probe
+                }
+            }
+        }
+
+        fn end(&mut self, probe: bool, end: End, now: u64) {
+            let failed = match end {
+                End::Success => false,
+                End::Failure => true,
+                // A dropped call tells nothing about Redis; a dropped probe counts as failed.
+                End::Abandoned if probe => true,
+                End::Abandoned => return,
+            };
+            if probe {
+                self.probe_in_flight = false;
+            }
+            if !failed {
+                self.mode = Mode::Closed { failures: 0 };
+                return;
+            }
+            let reopen = Mode::Open {
+                until: now.saturating_add(self.open_for).max(1),
+            };
+            self.mode = match self.mode {
+                Mode::Closed { failures } if !probe && failures + 1 < self.threshold => {
+                    Mode::Closed {
+                        failures: failures + 1,
+                    }
+                }
+                Mode::Closed { .. } => {
+                    self.trips += 1;
+                    reopen
+                }
+                Mode::Open { .. } => reopen,
+            };
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Start,
+        /// End the `pick`-th call in flight (modulo their number).
+        End(usize, End),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let end = prop_oneof![
+            2 => Just(End::Success),
+            3 => Just(End::Failure),
+            2 => Just(End::Abandoned),
+        ];
+        prop_oneof![
+            4 => Just(Op::Start),
+            4 => (any::<usize>(), end).prop_map(|(i, e)| Op::End(i, e)),
+            1 => Just(Op::Advance(0)),
+            2 => (1..3 * MS).prop_map(Op::Advance),
+            2 => (1..400 * MS).prop_map(Op::Advance),
+        ]
+    }
+
+    /// Drives the real breaker and the model with the same steps; returns a description of the
+    /// first disagreement.
+    struct Run<'a> {
+        b: &'a Breaker<ManualClock>,
+        clock: ManualClock,
+        model: Model,
+        /// Calls in flight: the real ticket and whether the model admitted it as the probe.
+        calls: Vec<(Ticket<'a, ManualClock>, bool)>,
+    }
+
+    impl<'a> Run<'a> {
+        /// Start a call in both; whether it was admitted.
+        fn start(&mut self) -> Result<bool, String> {
+            let now = self.clock.now();
+            let want = self.model.start(now);
+            let got = match self.b.admit() {
+                Err(wait) => Start::Refused(wait),
+                Ok(t) => {
+                    let s = if t.probe { Start::Probe } else { Start::Call };
+                    self.calls.push((t, want == Start::Probe));
+                    s
+                }
+            };
+            if got != want {
+                return Err(format!("start at {now}: breaker {got:?}, model {want:?}"));
+            }
+            Ok(!matches!(got, Start::Refused(_)))
+        }
+
+        fn end(&mut self, i: usize, end: End) {
+            let (t, probe) = self.calls.swap_remove(i);
+            self.model.end(probe, end, self.clock.now());
+            match end {
+                End::Success => t.success(),
+                End::Failure => t.failure(),
+                End::Abandoned => drop(t),
+            }
+        }
+
+        fn check(&self) -> Result<(), String> {
+            let b = self.b;
+            let probes = self.calls.iter().filter(|(t, _)| t.probe).count();
+            let (open, trips) = (b.is_open(), b.trips());
+            let probing = b.probing.load(Ordering::Acquire);
+            let m = &self.model;
+            if probes > 1 {
+                return Err(format!("{probes} probes in flight"));
+            }
+            if open != m.is_open() || trips != m.trips || probing != m.probe_in_flight {
+                return Err(format!(
+                    "at {}: breaker open {open} trips {trips} probing {probing}, model {m:?}",
+                    self.clock.now()
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// One history, then the liveness phase: from `t0`, every call in flight succeeds within
+    /// one `budget`, and new calls arrive every `gap` and succeed within one `budget`. The
+    /// breaker must be closed from `t0 + open_for + budget + gap` on (`gap`: a probe needs a
+    /// caller).
+    fn run_history(
+        threshold: u32,
+        open_for: u64,
+        budget: u64,
+        gap: u64,
+        ops: &[Op],
+        seed: u64,
+    ) -> Result<(), String> {
+        let clock = ManualClock::new();
+        let b = Breaker::with_clock(threshold, Duration::from_nanos(open_for), clock.clone());
+        let mut run = Run {
+            b: &b,
+            clock,
+            model: Model::new(threshold, open_for),
+            calls: Vec::new(),
+        };
+        for (step, op) in ops.iter().enumerate() {
+            match *op {
+                Op::Start => {
+                    run.start().map_err(|e| format!("step {step}: {e}"))?;
+                }
+                Op::End(i, end) => {
+                    if !run.calls.is_empty() {
+                        let i = i % run.calls.len();
+                        run.end(i, end);
+                    }
+                }
+                Op::Advance(d) => run.clock.advance_ns(d),
+            }
+            run.check()
+                .map_err(|e| format!("step {step} ({op:?}): {e}"))?;
+        }
+        // Liveness.
+        let mut rng = XorShift(seed | 1);
+        let t0 = run.clock.now();
+        let closed_by = t0 + open_for + budget + gap;
+        let mut done_at: Vec<u64> = run
+            .calls
+            .iter()
+            .map(|_| t0 + rng.below(budget + 1))
+            .collect();
+        let mut arrival = t0;
+        loop {
+            let next = done_at
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, &d)| d)
+                .map(|(i, &d)| (i, d));
+            let now = match next {
+                Some((_, d)) if d <= arrival => d,
+                _ => arrival,
+            };
+            if now > closed_by + gap {
+                break;
+            }
+            run.clock.set(now);
+            match next {
+                Some((i, d)) if d == now => {
+                    done_at.swap_remove(i);
+                    run.end(i, End::Success);
+                }
+                _ => {
+                    if run.start().map_err(|e| format!("liveness: {e}"))? {
+                        done_at.push(now + rng.below(budget + 1));
+                    }
+                    arrival += gap;
+                }
+            }
+            run.check().map_err(|e| format!("liveness: {e}"))?;
+            if now >= closed_by && b.is_open() {
+                return Err(format!(
+                    "still open at {now}, {} ns after the calls began to succeed \
+                     (bound: open_for {open_for} + budget {budget} + gap {gap}); model {:?}",
+                    now - t0,
+                    run.model
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+        /// The breaker agrees with its reference model on every step of random histories
+        /// (calls admitted, refused or probing, successes, failures, calls abandoned at an
+        /// await, time passing): refused or not and for how long, open or not, trips, the probe
+        /// slot; never more than one probe in flight; and after any history, once calls
+        /// succeed, it is closed within `open_for` + one budget.
+        #[test]
+        fn breaker_agrees_with_its_model_and_always_closes_again(
+            threshold in 1u32..5,
+            open_for in prop_oneof![Just(0u64), 1..200 * MS],
+            budget in 1..300 * MS,
+            gap in prop_oneof![MS / 10..MS, MS..5 * MS],
+            ops in prop::collection::vec(op(), 0..120),
+            seed in any::<u64>(),
+        ) {
+            if let Err(e) = run_history(threshold, open_for, budget, gap, &ops, seed) {
+                return Err(TestCaseError::fail(e));
+            }
+        }
     }
 }
