@@ -1,28 +1,51 @@
 //! Real `redis-server` processes for the Redis tests: started on free loopback ports, killed on
-//! drop. Without `redis-server` on the PATH the tests say loudly that they were skipped, and
-//! fail instead when `FLUXRATE_REQUIRE_REDIS=1`.
+//! drop. Without `redis-server` (or `redis-cli`) on the PATH each test says, once, that it was
+//! skipped, and fails instead when `FLUXRATE_REQUIRE_REDIS=1`.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether the Redis tests can run; prints why not (or panics when Redis is required).
+/// The start of the line a skipped test prints, once, on the real standard error: `.ci/test`
+/// counts these lines (`^\*\*\* SKIPPED <test>: `) and reports those tests as skipped, not
+/// passed.
+pub const SKIPPED: &str = "*** SKIPPED";
+
+/// Whether the Redis tests can run. If not, panics when `FLUXRATE_REQUIRE_REDIS=1`, and
+/// otherwise prints `*** SKIPPED <test>: …` once and returns false (call it once per test,
+/// first thing, and return at once on false).
 pub fn available(test: &str) -> bool {
-    let ok = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("FLUXRATE_REQUIRE_REDIS").as_deref() == Ok("1") {
-            panic!("{test}: redis-server is not installed but FLUXRATE_REQUIRE_REDIS=1");
-        }
-        eprintln!("\n*** SKIPPED {test}: redis-server not found (install redis-server, or set FLUXRATE_REQUIRE_REDIS=1 to fail) ***\n");
+    let runs = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let missing: Vec<&str> = ["redis-server", "redis-cli"]
+        .into_iter()
+        .filter(|p| !runs(p))
+        .collect();
+    if missing.is_empty() {
+        return true;
     }
-    ok
+    let missing = missing.join(" and ");
+    if std::env::var("FLUXRATE_REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!("{test}: {missing} not found but FLUXRATE_REQUIRE_REDIS=1");
+    }
+    // Straight to the process's standard error, in one write: the test harness captures
+    // `eprintln!` and shows it only for failing tests, so a skip would be silent.
+    let line = format!(
+        "\n{SKIPPED} {test}: {missing} not found (install redis-server, or set \
+         FLUXRATE_REQUIRE_REDIS=1 to fail instead)\n"
+    );
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    false
 }
 
 fn free_port() -> u16 {
