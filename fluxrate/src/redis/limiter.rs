@@ -810,7 +810,10 @@ impl RedisRateLimiter {
                 }
                 Ok(back)
             }
-            DecidedBy::Local => Ok(local.is_some_and(|l| l.cancel_key(&raw[..], admitted))),
+            DecidedBy::Local => Ok(match local {
+                Some(local) => local.cancel_key(&raw[..], admitted),
+                None => false,
+            }),
             DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Invalid => Ok(false),
         }
     }
