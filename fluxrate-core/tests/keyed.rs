@@ -381,3 +381,93 @@ fn decisions_never_predate_a_sweep() {
         }
     }
 }
+
+/// Issue 11, defect 5: the memory of a sliding-log key follows its admissions, not its quota.
+/// On `per_hour(100_000)`, a key holds at most `2·max(a, 8)` slots of 8 bytes for `a` live
+/// stamps (the ring grows in doubling segments, only when every slot holds a live stamp), plus
+/// its header (48 bytes inline, 8 per possible segment, 24 per allocated one) and the store's
+/// entry: at most [`LOG_KEY_OVERHEAD`] bytes. It used to hold all 100,000 slots (800 kB) from
+/// its first request on.
+const LOG_KEY_OVERHEAD: isize = 1024;
+
+/// The bound on live heap bytes per sliding-log key with `live` stamps in the window.
+fn log_key_bound(live: u64) -> isize {
+    LOG_KEY_OVERHEAD + 8 * (2 * live.max(8)).min(100_000) as isize
+}
+
+/// `keys` keys of a fresh keyed sliding log on `per_hour(100_000)`, `admissions` each at one
+/// instant (all stay in the window): live heap bytes per key above the empty limiter. Checked
+/// against [`log_key_bound`] after every key, so that a regression fails at the first key
+/// instead of allocating 800 kB for each.
+fn log_bytes_per_key(keys: u32, admissions: u64) -> isize {
+    let limiter = RateLimiter::builder(Quota::per_hour(100_000))
+        .algorithm(Algorithm::SlidingLog)
+        .clock(ManualClock::new())
+        .keyed::<u32>()
+        .build()
+        .unwrap();
+    let empty = live();
+    for k in 0..keys {
+        for _ in 0..admissions {
+            assert!(limiter.allow_key(&k));
+        }
+        let per_key = (live() - empty) / (k as isize + 1);
+        assert!(
+            per_key <= log_key_bound(admissions),
+            "{} keys with {admissions} admissions each: {per_key} B per key (bound {} B)",
+            k + 1,
+            log_key_bound(admissions)
+        );
+    }
+    (live() - empty) / keys as isize
+}
+
+#[test]
+fn sliding_log_key_memory_follows_admissions() {
+    let _guard = serial();
+    // 1,000 keys with one request each: 800 MB before the ring grew with use.
+    for (keys, admissions) in [
+        (1_000, 1),
+        (1_000, 10),
+        (1_000, 100),
+        (100, 1_000),
+        (2, 100_000),
+    ] {
+        let per_key = log_bytes_per_key(keys, admissions);
+        println!(
+            "sliding log per_hour(100_000): {admissions} admissions per key: {per_key} B per key \
+             ({keys} keys; bound {} B)",
+            log_key_bound(admissions)
+        );
+    }
+}
+
+/// Steady traffic under the limit: 24 admissions per window, for ten windows. The ring stops
+/// growing at the 32 slots that 24 live stamps need: it reuses expired slots, in whichever
+/// segment they are, before it allocates another segment.
+#[test]
+fn sliding_log_ring_reuses_expired_slots_before_growing() {
+    let _guard = serial();
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::builder(Quota::per_hour(100_000))
+        .algorithm(Algorithm::SlidingLog)
+        .clock(clock.clone())
+        .keyed::<u32>()
+        .build()
+        .unwrap();
+    let empty = live();
+    let keys = 100u32;
+    for _ in 0..240 {
+        clock.advance(Duration::from_secs(150));
+        for k in 0..keys {
+            assert!(limiter.allow_key(&k));
+        }
+    }
+    let per_key = (live() - empty) / keys as isize;
+    println!("sliding log, 24 live stamps per key for 10 windows: {per_key} B per key");
+    assert!(
+        per_key <= log_key_bound(24),
+        "{per_key} B per key for 24 live stamps (bound {} B)",
+        log_key_bound(24)
+    );
+}
