@@ -1,65 +1,202 @@
-//! Exact sliding log: the last `calls` admission times in a lock-free ring of slots.
+//! Exact sliding log: the last `calls` admission times in a lock-free ring of slots that grows
+//! with use.
 
 use super::{limit_and_window, sat};
 use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
 use crate::error::ConfigError;
 use crate::quota::Quota;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, OnceBox, Ordering};
 
-/// The largest `calls` the sliding log accepts (8 MiB of slots per key).
+/// The largest `calls` the sliding log accepts (8 MiB of slots per key at most).
 pub const MAX_LOG_CALLS: u64 = 1 << 20;
 
-/// The per-key state of [`SlidingLog`]: `calls` slots, each the time of one admission (+1; 0 is
-/// an empty slot), and a hint to where the oldest one probably is.
+/// Slots in the first segment of a ring. Segment `k ≥ 1` has `FIRST << (k − 1)` slots (the last
+/// one cut at `calls`), so the slots before segment `k` number `FIRST << (k − 1)` too: each new
+/// segment at most doubles the ring.
+const FIRST: usize = 8;
+
+/// The index of the first slot of segment `k` in the ring.
+#[inline]
+const fn seg_start(k: usize) -> usize {
+    if k == 0 {
+        0
+    } else {
+        FIRST << (k - 1)
+    }
+}
+
+/// The number of segments of a ring of `calls` slots.
+fn segments_for(calls: usize) -> usize {
+    let mut m = 1;
+    while seg_start(m) < calls {
+        m += 1;
+    }
+    m
+}
+
+/// The number of slots of segment `k` of a ring of `calls` slots.
+fn seg_len(calls: usize, k: usize) -> usize {
+    seg_start(k + 1).min(calls) - seg_start(k)
+}
+
+/// One segment of the ring: its slots and a hint to its oldest one.
+#[derive(Debug)]
+struct Segment {
+    /// The slot after the last one this segment admitted into (always `< slots.len()`).
+    hint: AtomicUsize,
+    /// Admission time + 1, or 0 for an empty slot.
+    slots: Box<[AtomicU64]>,
+}
+
+impl Segment {
+    fn new(len: usize) -> Self {
+        Self {
+            hint: AtomicUsize::new(0),
+            slots: (0..len).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// A segment holding `values`, its hint where they are in ring order if they are.
+    fn from_values(values: &[u64]) -> Self {
+        let len = values.len();
+        let start = (0..len)
+            .find(|&i| values[i] > values[(i + 1) % len])
+            .map_or(0, |i| (i + 1) % len);
+        Self {
+            hint: AtomicUsize::new(start),
+            slots: values.iter().map(|&v| AtomicU64::new(v)).collect(),
+        }
+    }
+
+    /// The hint (any value is correct; an out-of-range one reads as 0).
+    #[inline]
+    fn hint(&self) -> usize {
+        let h = self.hint.load(Ordering::Relaxed);
+        if h < self.slots.len() {
+            h
+        } else {
+            0
+        }
+    }
+
+    /// The slot after `idx`, round the segment.
+    #[inline]
+    fn after(&self, idx: usize) -> usize {
+        if idx + 1 == self.slots.len() {
+            0
+        } else {
+            idx + 1
+        }
+    }
+
+    /// The `i`-th slot counted from `from`, round the segment (`from, i < len`).
+    #[inline]
+    fn nth_from(&self, from: usize, i: usize) -> &AtomicU64 {
+        let j = from + i;
+        let len = self.slots.len();
+        &self.slots[if j >= len { j - len } else { j }]
+    }
+}
+
+/// The per-key state of [`SlidingLog`]: a ring of slots, each the time of one admission (+1; 0
+/// is an empty slot), that grows with use up to `calls` slots.
 ///
 /// An admission at `t` claims a slot by one CAS from a value that has *expired* (`≤ t − W`) to
 /// `t`. So along the history of any single slot, successive stamps are at least `W` apart, and a
 /// half-open window of length `W` can hold at most one stamp per slot: at most `calls`
-/// admissions in any window, under any interleaving and any clock behaviour. The hint makes the
-/// admit path O(1) in the common case; a refusal scans all slots to be exact.
+/// admissions in any window, under any interleaving and any clock behaviour.
+///
+/// # Growth
+///
+/// The ring is a chain of segments: the first of `min(calls, 8)` slots, allocated with the
+/// state, then segments of 8, 16, 32, … slots (the last cut at `calls`), each allocated by the
+/// first admission that finds every slot of the segments before it holding a live stamp. So a
+/// ring of `c > 8` slots has held `c/2` live stamps at once: memory is at most twice the peak
+/// number of live stamps (at least 8 slots), never more than `calls` slots, plus a header: 48
+/// bytes inline, 8 bytes per possible segment (at most 17) and 24 per allocated one. A segment is published through
+/// a lock-free once-cell: two threads growing the same ring at the same instant both build a
+/// segment, one is kept for both and the other dropped. Segments stay until the state is
+/// dropped (the keyed store drops a state once it is idle).
+///
+/// Each segment has its own hint, the slot after the last one it admitted into. When time is
+/// monotone, each segment's stamps are in ring order from its hint (an admission replaces the
+/// segment's oldest stamp with the newest of all), so its hinted slot holds its oldest stamp:
+/// an admission tries the hinted slot of the segment it used last, then the other segments'
+/// hinted slots, and only then scans every slot (an exact refusal, or growth).
 ///
 /// # Memory ordering
 ///
 /// Each slot is its own location updated by CAS (`AcqRel`/`Acquire`); the invariant above is
-/// per slot, so no ordering between slots is needed. The hint is `Relaxed`: any value is correct.
+/// per slot, so no ordering between slots is needed. A segment is published with `Release` and
+/// read with `Acquire` (its slots are seen as built). Hints are `Relaxed`: any value is correct.
 #[derive(Debug)]
 pub struct SlidingLogState {
-    slots: Box<[AtomicU64]>,
-    hint: AtomicUsize,
+    /// The segment the last admission that left its own segment went to: the one tried first.
+    cur: AtomicUsize,
+    /// Segment 0.
+    first: Segment,
+    /// Segments 1, 2, …: allocated in order, on demand.
+    more: Box<[OnceBox<Segment>]>,
 }
 
 impl SlidingLogState {
-    /// A fresh state with room for `calls` timestamps.
+    /// A fresh state for `calls` timestamps: the first segment only.
     fn new(calls: usize) -> Self {
+        let calls = calls.max(1);
         Self {
-            slots: (0..calls.max(1)).map(|_| AtomicU64::new(0)).collect(),
-            hint: AtomicUsize::new(0),
+            cur: AtomicUsize::new(0),
+            first: Segment::new(seg_len(calls, 0)),
+            more: (1..segments_for(calls)).map(|_| OnceBox::new()).collect(),
         }
     }
 
-    /// The raw slots (admission time + 1, or 0 when empty) and the hint, for persistence,
+    /// Segment `k`, if it is allocated.
+    #[inline]
+    fn seg(&self, k: usize) -> Option<&Segment> {
+        if k == 0 {
+            Some(&self.first)
+        } else {
+            self.more.get(k - 1)?.get()
+        }
+    }
+
+    /// The allocated segments, in ring order (they are allocated in that order).
+    fn segs(&self) -> impl Iterator<Item = &Segment> {
+        (0..=self.more.len()).map_while(|k| self.seg(k))
+    }
+
+    /// Every allocated slot.
+    fn slots(&self) -> impl Iterator<Item = &AtomicU64> {
+        self.segs().flat_map(|s| s.slots.iter())
+    }
+
+    /// The raw slots (admission time + 1, or 0 when empty) of the ring as allocated so far (its
+    /// first `min(calls, 8)`, 16, 32, … slots), and the position of the hint, for persistence,
     /// diagnostics and tests.
     pub fn raw(&self) -> (Vec<u64>, usize) {
+        let c = self.cur.load(Ordering::Relaxed);
         (
-            self.slots
-                .iter()
-                .map(|s| s.load(Ordering::Acquire))
-                .collect(),
-            self.hint.load(Ordering::Relaxed),
+            self.slots().map(|s| s.load(Ordering::Acquire)).collect(),
+            self.seg(c).map_or(0, |s| seg_start(c) + s.hint()),
         )
     }
 }
 
 /// Exact sliding window: at most `calls` admissions in *every* window of length `period`.
 ///
-/// Admits at `t` iff fewer than `calls` admissions lie in `(t − period, t]`. Memory is
-/// `8·calls` bytes per key; [`MAX_LOG_CALLS`] is the limit. Admitting is O(1) in the common case;
-/// a refusal (and [`peek`](RateAlgorithm::peek)) scans the `calls` slots. For large limits where
-/// an estimate is good enough, [`SlidingWindowCounter`](crate::SlidingWindowCounter) is O(1).
+/// Admits at `t` iff fewer than `calls` admissions lie in `(t − period, t]`. Memory per key is
+/// 8 bytes per slot of a ring that grows with use, in segments that double it, only when every
+/// slot holds a stamp still in the window: at most twice the peak number of stamps in the window
+/// (and at least 8 slots), never more than `calls` slots ([`MAX_LOG_CALLS`] is the limit), plus
+/// a small header (see [`SlidingLogState`]). Admitting is O(1) in the common case; a refusal (and
+/// [`peek`](RateAlgorithm::peek)) scans the allocated slots. For large limits where an estimate
+/// is good enough, [`SlidingWindowCounter`](crate::SlidingWindowCounter) is O(1) in time and
+/// memory.
 ///
 /// A weighted request claims its `n` slots one by one; if it cannot get them all it gives them
 /// back. While it does, a concurrent request may be refused that would otherwise have passed:
-/// the log never over-admits, but weighted requests under contention may under-admit.
+/// the log never over-admits, but weighted requests under contention may under-admit (and a
+/// weighted request refused under contention may leave the ring grown).
 ///
 /// # Examples
 ///
@@ -100,12 +237,33 @@ impl SlidingLog {
     }
 
     /// A state from values returned by [`SlidingLogState::raw`], or `None` if the number of
-    /// slots is not this log's `calls`.
+    /// slots is not one that `raw` returns for this log (`min(calls, 8)`, 16, 32, … or `calls`).
     pub fn state_from_raw(&self, slots: &[u64], hint: usize) -> Option<SlidingLogState> {
-        (slots.len() as u64 == self.limit).then(|| SlidingLogState {
-            slots: slots.iter().map(|&v| AtomicU64::new(v)).collect(),
-            hint: AtomicUsize::new(hint),
-        })
+        let calls = self.limit as usize;
+        let segments = segments_for(calls);
+        let used = (1..=segments).find(|&m| seg_start(m).min(calls) == slots.len())?;
+        let make = |k: usize| Segment::from_values(&slots[seg_start(k)..][..seg_len(calls, k)]);
+        let state = SlidingLogState {
+            cur: AtomicUsize::new(0),
+            first: make(0),
+            more: (1..segments)
+                .map(|k| {
+                    let cell = OnceBox::new();
+                    if k < used {
+                        cell.get_or_init(|| Box::new(make(k)));
+                    }
+                    cell
+                })
+                .collect(),
+        };
+        if hint < slots.len() {
+            let c = (0..used).rfind(|&k| seg_start(k) <= hint).unwrap_or(0);
+            state.cur.store(c, Ordering::Relaxed);
+            if let Some(seg) = state.seg(c) {
+                seg.hint.store(hint - seg_start(c), Ordering::Relaxed);
+            }
+        }
+        Some(state)
     }
 
     /// The value stored for an admission at `now` (never 0, the empty mark).
@@ -129,31 +287,54 @@ impl SlidingLog {
         self.leaves_at(val) <= u128::from(now)
     }
 
-    /// Unit requests admissible now: slots that are empty or expired.
-    fn free_slots(&self, state: &SlidingLogState, now: u64) -> u64 {
-        state
-            .slots
-            .iter()
-            .filter(|s| self.expired(s.load(Ordering::Acquire), now))
-            .count() as u64
+    /// Slots not allocated yet (all free).
+    fn unallocated(&self, state: &SlidingLogState) -> u64 {
+        let allocated: u64 = state.segs().map(|s| s.slots.len() as u64).sum();
+        self.limit.saturating_sub(allocated)
     }
 
-    /// Free slots after an admission into `idx`, assuming stamps are in ring order from the
-    /// slot after `idx` (oldest) round to `idx` (newest), as they are when time is monotone:
-    /// a binary search for the first slot still in the window.
-    fn free_after(&self, state: &SlidingLogState, idx: usize, now: u64) -> u64 {
-        let len = state.slots.len();
-        let at = |i: usize| state.slots[(idx + 1 + i) % len].load(Ordering::Acquire);
-        let (mut lo, mut hi) = (0usize, len);
+    /// Unit requests admissible now: slots that are empty, expired or not allocated yet.
+    fn free_slots(&self, state: &SlidingLogState, now: u64) -> u64 {
+        let expired = state
+            .slots()
+            .filter(|s| self.expired(s.load(Ordering::Acquire), now))
+            .count() as u64;
+        self.unallocated(state) + expired
+    }
+
+    /// Expired slots of `seg`, assuming its stamps are in ring order from its hint, as they are
+    /// when time is monotone: a binary search for the first slot still in the window.
+    fn expired_in_order(&self, seg: &Segment, now: u64) -> u64 {
+        let (from, len) = (seg.hint(), seg.slots.len());
+        let expired = |i: usize| self.expired(seg.nth_from(from, i).load(Ordering::Acquire), now);
+        if !expired(0) {
+            return 0;
+        }
+        if expired(len - 1) {
+            return len as u64;
+        }
+        // expired(lo − 1) and !expired(hi).
+        let (mut lo, mut hi) = (1usize, len - 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.expired(at(mid), now) {
+            if expired(mid) {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
         lo as u64
+    }
+
+    /// Free slots after an admission (exact when time is monotone): the unallocated ones, and
+    /// the expired ones of each segment by a binary search from its hint.
+    fn free_after(&self, state: &SlidingLogState, now: u64) -> u64 {
+        let (mut allocated, mut expired) = (0u64, 0u64);
+        for seg in state.segs() {
+            allocated += seg.slots.len() as u64;
+            expired += self.expired_in_order(seg, now);
+        }
+        self.limit.saturating_sub(allocated) + expired
     }
 
     /// The time at which `n` slots will be free, and when all will be (a scan; skipped for
@@ -166,36 +347,100 @@ impl SlidingLog {
             };
         }
         let mut leaves: Vec<u128> = state
-            .slots
-            .iter()
+            .slots()
             .map(|s| self.leaves_at(s.load(Ordering::Acquire)))
             .collect();
         let last = leaves.iter().copied().max().unwrap_or(0);
-        let i = (n as usize).clamp(1, leaves.len()) - 1;
-        let (_, nth, _) = leaves.select_nth_unstable(i);
+        // Unallocated slots are free now: they come first.
+        let unallocated = self.limit.saturating_sub(leaves.len() as u64);
+        let i = n.clamp(1, self.limit) - 1;
+        let nth = if i < unallocated {
+            0
+        } else {
+            let i = ((i - unallocated) as usize).min(leaves.len() - 1);
+            *leaves.select_nth_unstable(i).1
+        };
         Refusal::Limited {
             retry_after: sat(nth.saturating_sub(u128::from(now))).max(1),
             reset_after: sat(last.saturating_sub(u128::from(now))),
         }
     }
 
-    /// Try to claim one expired slot, scanning from `start`; returns its index and old value.
+    /// Try to claim an expired slot of `seg`, trying at most `tries` slots from its hint;
+    /// returns its index and old value and moves the hint past it.
     #[inline]
-    fn claim(&self, state: &SlidingLogState, now: u64, start: usize) -> Option<(usize, u64)> {
-        let len = state.slots.len();
+    fn claim_in(&self, seg: &Segment, now: u64, tries: usize) -> Option<(usize, u64)> {
         let stamp = Self::stamp(now);
-        for i in 0..len {
-            let mut idx = start + i;
-            if idx >= len {
-                idx -= len;
-            }
-            let slot = &state.slots[idx];
+        let mut idx = seg.hint();
+        for _ in 0..tries.min(seg.slots.len()) {
+            let slot = &seg.slots[idx];
             let mut cur = slot.load(Ordering::Acquire);
             while self.expired(cur, now) {
                 match crate::sync::cas(slot, cur, stamp) {
-                    Ok(_) => return Some((idx, cur)),
+                    Ok(_) => {
+                        seg.hint.store(seg.after(idx), Ordering::Relaxed);
+                        return Some((idx, cur));
+                    }
                     Err(actual) => cur = actual,
                 }
+            }
+            idx = seg.after(idx);
+        }
+        None
+    }
+
+    /// Claim one slot for an admission at `now`; returns its segment, index and old value. The
+    /// hinted slot of the segment used last first (the common case, O(1)), then
+    /// [`claim_slow`](Self::claim_slow).
+    #[inline]
+    fn claim(&self, state: &SlidingLogState, now: u64, need: u64) -> Option<(usize, usize, u64)> {
+        let c = state.cur.load(Ordering::Relaxed);
+        if let Some(seg) = state.seg(c) {
+            if let Some((idx, old)) = self.claim_in(seg, now, 1) {
+                return Some((c, idx, old));
+            }
+        }
+        self.claim_slow(state, now, c, need)
+    }
+
+    /// The other segments' hinted slots (when time is monotone, the oldest stamp of all is at
+    /// one of them), then every slot of every segment, each from its hint, allocating the next
+    /// segment only when every slot before it holds a live stamp and the `need` slots this
+    /// request still needs fit in the ring's unallocated slots.
+    #[inline(never)]
+    fn claim_slow(
+        &self,
+        state: &SlidingLogState,
+        now: u64,
+        c: usize,
+        need: u64,
+    ) -> Option<(usize, usize, u64)> {
+        let segments = state.more.len() + 1;
+        let found = |k: usize, (idx, old): (usize, u64)| {
+            state.cur.store(k, Ordering::Relaxed);
+            Some((k, idx, old))
+        };
+        // Segments are allocated in order: the later ones up to the first unallocated one.
+        let later = (c + 1..segments).map_while(|k| Some((k, state.seg(k)?)));
+        let earlier = (0..c.min(segments)).filter_map(|k| Some((k, state.seg(k)?)));
+        for (k, seg) in later.chain(earlier) {
+            if let Some(claimed) = self.claim_in(seg, now, 1) {
+                return found(k, claimed);
+            }
+        }
+        for k in 0..segments {
+            let seg = match state.seg(k) {
+                Some(seg) => seg,
+                None => {
+                    if self.limit.saturating_sub(seg_start(k) as u64) < need {
+                        return None;
+                    }
+                    let len = seg_len(self.limit as usize, k);
+                    state.more[k - 1].get_or_init(|| Box::new(Segment::new(len)))
+                }
+            };
+            if let Some(claimed) = self.claim_in(seg, now, usize::MAX) {
+                return found(k, claimed);
             }
         }
         None
@@ -232,59 +477,48 @@ impl SlidingLog {
                 reset_after: u64::MAX,
             });
         }
-        let len = state.slots.len();
-        let start = state.hint.load(Ordering::Relaxed) % len;
         if n == 1 {
-            return match self.claim(state, now, start) {
-                Some((idx, _)) => {
-                    state.hint.store(idx + 1, Ordering::Relaxed);
-                    Ok(self.admitted::<META>(state, now, idx, 1))
-                }
+            return match self.claim(state, now, 1) {
+                Some(_) => Ok(self.admitted::<META>(state, now, 1)),
                 None => Err(self.refusal::<META>(state, now, 1)),
             };
         }
-        let mut claimed: Vec<(usize, u64)> = Vec::with_capacity(n as usize);
-        let mut next = start;
+        let cur = state.cur.load(Ordering::Relaxed);
+        let mut claimed: Vec<(usize, usize, u64)> = Vec::with_capacity(n as usize);
         while (claimed.len() as u64) < n {
-            match self.claim(state, now, next) {
-                Some((idx, old)) => {
-                    claimed.push((idx, old));
-                    next = if idx + 1 == len { 0 } else { idx + 1 };
-                }
+            match self.claim(state, now, n - claimed.len() as u64) {
+                Some(c) => claimed.push(c),
                 None => break,
             }
         }
         if claimed.len() as u64 == n {
-            let (last, _) = claimed[claimed.len() - 1];
-            state.hint.store(last + 1, Ordering::Relaxed);
-            return Ok(self.admitted::<META>(state, now, last, n));
+            return Ok(self.admitted::<META>(state, now, n));
         }
-        // Not enough room: give back what was taken. A slot we stamped can only have been
-        // replaced since if our stamp expired for another thread, in which case it is theirs.
+        // Not enough room: give back what was taken, latest first, hints included. A slot we
+        // stamped can only have been replaced since if our stamp expired for another thread, in
+        // which case it is theirs.
         let stamp = Self::stamp(now);
-        for (idx, old) in claimed {
-            let _ =
-                state.slots[idx].compare_exchange(stamp, old, Ordering::AcqRel, Ordering::Acquire);
+        for &(k, idx, old) in claimed.iter().rev() {
+            if let Some(seg) = state.seg(k) {
+                let _ = seg.slots[idx].compare_exchange(
+                    stamp,
+                    old,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                seg.hint.store(idx, Ordering::Relaxed);
+            }
         }
+        state.cur.store(cur, Ordering::Relaxed);
         Err(self.refusal::<META>(state, now, n))
     }
 
-    fn admitted<const META: bool>(
-        &self,
-        state: &SlidingLogState,
-        now: u64,
-        last_idx: usize,
-        n: u64,
-    ) -> Admitted {
+    fn admitted<const META: bool>(&self, state: &SlidingLogState, now: u64, n: u64) -> Admitted {
         let newest_leaves = self.leaves_at(Self::stamp(now));
         Admitted {
             at: now,
             delay: 0,
-            remaining: if META {
-                self.free_after(state, last_idx, now)
-            } else {
-                0
-            },
+            remaining: if META { self.free_after(state, now) } else { 0 },
             limit: self.limit,
             reset_after: sat(newest_leaves - u128::from(now)),
             weight: n,
@@ -316,8 +550,7 @@ impl RateAlgorithm for SlidingLog {
         let remaining = self.free_slots(state, now);
         let (retry_after, reset_after) = if remaining > 0 {
             let last = state
-                .slots
-                .iter()
+                .slots()
                 .map(|s| self.leaves_at(s.load(Ordering::Acquire)))
                 .max()
                 .unwrap_or(0);
@@ -341,18 +574,50 @@ impl RateAlgorithm for SlidingLog {
     }
 
     fn reset(&self, state: &SlidingLogState) {
-        for s in state.slots.iter() {
-            s.store(0, Ordering::Release);
+        for seg in state.segs() {
+            for s in seg.slots.iter() {
+                s.store(0, Ordering::Release);
+            }
+            seg.hint.store(0, Ordering::Relaxed);
         }
-        state.hint.store(0, Ordering::Relaxed);
+        state.cur.store(0, Ordering::Relaxed);
     }
 
     fn idle_at(&self, state: &SlidingLogState, _now: u64) -> u64 {
         sat(state
-            .slots
-            .iter()
+            .slots()
             .map(|s| self.leaves_at(s.load(Ordering::Acquire)))
             .max()
             .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_double_the_ring_up_to_calls() {
+        for calls in [
+            1usize,
+            7,
+            8,
+            9,
+            16,
+            17,
+            100,
+            100_000,
+            MAX_LOG_CALLS as usize,
+        ] {
+            let m = segments_for(calls);
+            let lens: Vec<usize> = (0..m).map(|k| seg_len(calls, k)).collect();
+            assert_eq!(lens.iter().sum::<usize>(), calls, "{calls}: {lens:?}");
+            assert_eq!(lens[0], calls.min(FIRST));
+            for k in 1..m {
+                assert!(lens[k] >= 1 && lens[k] <= seg_start(k), "{calls}: {lens:?}");
+            }
+        }
+        assert_eq!(segments_for(MAX_LOG_CALLS as usize), 18);
+        assert_eq!(segments_for(100_000), 15);
     }
 }
