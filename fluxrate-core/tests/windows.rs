@@ -270,3 +270,91 @@ fn sliding_log_refuses_at_the_end_of_time() {
     assert!(log.check(&s, u64::MAX - 1, 1).is_ok());
     assert!(log.check(&s, u64::MAX - 1, 1).is_err());
 }
+
+/// The time step of a growth history: mostly bursts (the ring grows), some steps of up to a
+/// window, and gaps longer than the window (every stamp expires: the ring drains, and refills
+/// its allocated slots before it grows again).
+fn growth_step(kind: u8, x: u64, w: u64) -> u64 {
+    match kind % 10 {
+        0..=5 => x % (w / 64 + 1),
+        6..=8 => x % w,
+        _ => w + x % (2 * w),
+    }
+}
+
+/// The stamps of `r` in the window at `now` (monotone time).
+fn in_window(r: &LogRef, now: u64) -> u64 {
+    r.admitted.iter().filter(|&&a| a + r.w > now).count() as u64
+}
+
+proptest! {
+    #![proptest_config(cases(400))]
+
+    /// The ring that grows with use equals the exact reference on histories that take it
+    /// through several segments (up to 400 calls: 8, 8, 16, 32, … slots), let it drain and grow
+    /// again, with weighted requests and resets: the same decisions, `remaining` and `peek` equal
+    /// to the reference's free count, an exact `retry_after`, `idle_at` when the newest stamp
+    /// leaves. Its size never passes twice the peak number of stamps in the window (at least
+    /// the first segment), nor `calls`.
+    #[test]
+    fn sliding_log_grows_with_use_and_matches_reference(
+        l in 9u64..400,
+        w in 400u64..20_000,
+        ops in prop::collection::vec((any::<u8>(), any::<u64>(), 1u64..6, 0u8..50), 1..600),
+    ) {
+        let log = SlidingLog::new(&quota(l, w)).unwrap();
+        let s = log.new_state();
+        let mut r = LogRef::new(l, w);
+        let mut now = 0u64;
+        let mut peak = 0u64;
+        for (kind, x, n, reset) in ops {
+            now += growth_step(kind, x, w);
+            if reset == 0 {
+                log.reset(&s);
+                r = LogRef::new(l, w);
+            }
+            let got = log.check(&s, now, n);
+            prop_assert_eq!(got.is_ok(), r.step(now, n), "at {} n={}", now, n);
+            let free = l - in_window(&r, now);
+            match got {
+                Ok(a) => prop_assert_eq!(a.remaining(), free, "remaining at {}", now),
+                Err(Refusal::Limited { retry_after, .. }) => {
+                    let mut probe = r.clone();
+                    prop_assert!(probe.step(now + retry_after, n), "retry_after too early");
+                    let mut early = r.clone();
+                    prop_assert!(!early.step(now + retry_after - 1, n), "retry_after too late");
+                }
+                Err(Refusal::Never) => prop_assert!(n > l),
+            }
+            prop_assert_eq!(log.peek(&s, now).remaining(), free);
+            prop_assert_eq!(log.idle_at(&s, now), r.admitted.last().map_or(0, |&t| t + w));
+            peak = peak.max(in_window(&r, now));
+            let size = s.raw().0.len() as u64;
+            prop_assert!(size <= l && size <= (2 * peak).max(l.min(8)),
+                "{} slots for a peak of {} stamps (calls {})", size, peak, l);
+        }
+    }
+
+    /// The same histories with backward clock jumps: never more than `calls` in any window
+    /// (L1 over the reported timestamps), and the ring never larger than `calls`.
+    #[test]
+    fn sliding_log_grows_without_over_admitting_under_clock_faults(
+        l in 9u64..200,
+        w in 200u64..5_000,
+        ops in prop::collection::vec((any::<u8>(), any::<u64>(), 1u64..5, any::<bool>()), 1..500),
+    ) {
+        let log = SlidingLog::new(&quota(l, w)).unwrap();
+        let s = log.new_state();
+        let mut now = 100_000u64;
+        let mut admitted = Vec::new();
+        for (kind, x, n, back) in ops {
+            let dt = growth_step(kind, x, w);
+            now = if back { now.saturating_sub(dt) } else { now + dt };
+            if log.check(&s, now, n).is_ok() {
+                admitted.push((now, n));
+            }
+        }
+        prop_assert!(max_in_half_open_window(&admitted, w) <= l);
+        prop_assert!(s.raw().0.len() as u64 <= l);
+    }
+}
