@@ -5,7 +5,7 @@
 mod common;
 
 use common::{cases, run_history, Op};
-use fluxrate_core::{ManualClock, Overflow, Quota, RateLimiter};
+use fluxrate_core::{Clock, ManualClock, Overflow, Quota, RateLimiter};
 use proptest::prelude::*;
 use std::time::Duration;
 
@@ -98,6 +98,7 @@ fn a_flood_against_a_full_store_sweeps_once_per_batch() {
     let after = l.stats();
     let sweeps = after.sweeps() - before.sweeps();
     assert_eq!(after.evicted() - before.evicted(), u64::from(flood));
+    eprintln!("flood: {sweeps} full sweeps for {flood} new keys against a full store of {MAX}");
     assert!(
         sweeps * 1000 <= u64::from(flood) * 2,
         "{sweeps} full sweeps for {flood} new keys"
@@ -160,8 +161,17 @@ fn sized(
     max_keys.prop_flat_map(move |m| (Just(m), history(m, len)))
 }
 
+/// At most 10 s of shrinking: a failing history is printed small enough to read, and a mutant
+/// run does not spend minutes minimizing it.
+fn config(n: u32) -> ProptestConfig {
+    ProptestConfig {
+        max_shrink_time: 10_000,
+        ..cases(n)
+    }
+}
+
 proptest! {
-    #![proptest_config(cases(256))]
+    #![proptest_config(config(256))]
 
     /// Small stores, where every history fills and empties them many times.
     #[test]
@@ -173,7 +183,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(cases(12))]
+    #![proptest_config(config(12))]
 
     /// Around the automatic sweep threshold (4096) and above it: floods of new keys fill the
     /// store, sweeps run on their own.
@@ -183,4 +193,66 @@ proptest! {
     ) {
         check(max_keys, h)?;
     }
+}
+
+/// Real threads: two flood a full store with new keys (each making room by single evictions and
+/// sweeps) while a third checks 50 hot keys and moves the clock; no hot key is ever evicted
+/// (which would hand it a fresh burst), so none exceeds `burst + elapsed / T`.
+#[test]
+fn concurrent_floods_never_evict_a_live_key() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let clock = ManualClock::new();
+    let l = Arc::new(
+        RateLimiter::builder(Quota::per_second(10))
+            .clock(clock.clone())
+            .keyed::<u32>()
+            .max_keys(500)
+            .build()
+            .unwrap(),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let flooders: Vec<_> = (0..2u32)
+        .map(|t| {
+            let (l, done, attempts) = (l.clone(), done.clone(), attempts.clone());
+            std::thread::spawn(move || {
+                let mut k = 1_000 + t * 100_000_000;
+                let mut admitted = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    admitted += u64::from(l.allow_key(&k));
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    k += 1;
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut hot = [0u64; 50];
+    for _ in 0..600 {
+        for (h, n) in hot.iter_mut().enumerate() {
+            *n += u64::from(l.allow_key(&(h as u32)));
+        }
+        // Let the flooders run between two clock steps (the machine may be loaded).
+        let seen = attempts.load(Ordering::Relaxed);
+        while attempts.load(Ordering::Relaxed) < seen + 20 {
+            std::thread::yield_now();
+        }
+        clock.advance(Duration::from_millis(10));
+    }
+    done.store(true, Ordering::Relaxed);
+    let new_admitted: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    let bound = 10 + clock.now() / 100_000_000;
+    for (h, &n) in hot.iter().enumerate() {
+        assert!(n <= bound, "hot key {h}: {n} admissions > {bound}");
+        assert!(n >= bound / 2, "hot key {h} starved: {n}");
+    }
+    assert!(new_admitted > 0);
+    let s = l.stats();
+    assert!(s.keys() <= 500);
+    eprintln!(
+        "concurrent floods: {new_admitted} new keys admitted, {} evicted, {} sweeps; hot keys within {bound}",
+        s.evicted(),
+        s.sweeps()
+    );
 }

@@ -2,7 +2,8 @@
 //! (TESTING.md B11). Oracles: no panic anywhere; GCRA equals the I.371 reference and satisfies
 //! the arrival curve; the fixed window equals its reference in any time order; the sliding log
 //! never holds more than `calls` in any window; the counter and the log equal their references
-//! while time is monotone.
+//! while time is monotone; the keyed store agrees with its sequential reference model
+//! (`tests/common/store_model.rs`) on histories of checks, floods, sweeps and resets.
 //!
 //! ```text
 //! cd fluxrate-core/fuzz && cargo +nightly fuzz run algorithms -- -max_total_time=60
@@ -11,8 +12,11 @@
 
 #[path = "../../tests/common/refs.rs"]
 mod refs;
+#[path = "../../tests/common/store_model.rs"]
+mod store_model;
 
 use fluxrate_core::{
+    Overflow,
     Algorithm, Clock, FixedWindow, FixedWindowState, GcraState, LeakyBucket, ManualClock, Quota,
     RateAlgorithm, RateLimiter, Refusal, SlidingLog, SlidingWindowCounter,
     SlidingWindowCounterState, TokenBucket,
@@ -225,5 +229,47 @@ fuzz_target!(|data: &[u8]| {
             let _ = l.acquire_key_n(&key, n, Duration::from_nanos(u64::from(data.len() as u32)));
         }
         let _ = clock.now();
+    }
+
+    // The keyed store against its sequential model (tests/common/store_model.rs), on the same
+    // bytes read as a history: a small max_keys, either overflow policy, checks, floods of new
+    // keys, time steps, sweeps and resets. Any disagreement is a bug (a new key refused room
+    // while a held key is idle, a live key forgotten, a wrong retry-after).
+    let mut b = Bytes(data);
+    let mode = b.u8();
+    let max_keys = usize::from(mode & 0x0f) + 1;
+    let overflow = if mode & 0x10 == 0 { Overflow::Reject } else { Overflow::Shared };
+    let (calls, burst) = (u64::from(b.u8() % 4) + 1, u64::from(b.u8() % 4) + 1);
+    let period = 1_000_000u64;
+    let key_space = (max_keys as u32) * 2 + 2;
+    let mut history = Vec::new();
+    while !b.is_empty() && history.len() < 300 {
+        let (kind, arg) = (b.u8(), b.u16());
+        history.push(match kind % 16 {
+            0..=6 => store_model::Op::Check {
+                key: u32::from(arg) % key_space,
+                n: u64::from(kind / 16) % (burst + 2),
+            },
+            7 => store_model::Op::Flood {
+                first: u32::from(arg) % key_space,
+                count: u32::from(kind / 16) % (max_keys as u32 + 4) + 1,
+            },
+            8..=11 => store_model::Op::Advance {
+                ns: match kind / 16 % 4 {
+                    0 => 1,
+                    1 => period / 4,
+                    2 => period,
+                    _ => u64::from(arg) * 64,
+                },
+            },
+            12 => store_model::Op::Sweep,
+            13 | 14 => store_model::Op::ResetKey {
+                key: u32::from(arg) % key_space,
+            },
+            _ => store_model::Op::ResetAll,
+        });
+    }
+    if let Err(e) = store_model::run_history(max_keys, overflow, calls, period, burst, &history) {
+        panic!("store model: {e} (max_keys {max_keys}, {overflow:?}, calls {calls}, burst {burst})");
     }
 });
