@@ -825,6 +825,97 @@ fn flood_section(quick: bool) {
     }
 }
 
+/// A flood of new keys against a store full of live keys (issue 11): every new key finds room
+/// only because the key inserted `T` earlier has just gone idle. Latency per new-key check,
+/// against the same flood into a store with no `max_keys`, and full-map sweeps per 1,000 new
+/// keys (`Stats::sweeps`).
+fn full_store_section(quick: bool) {
+    const MAX: u64 = 100_000;
+    let flood: u64 = if quick { 50_000 } else { 500_000 };
+    // T = 100 ms and one new key per µs: exactly MAX keys are live at any time.
+    let step = Duration::from_micros(1);
+    let run = |max_keys: Option<usize>| {
+        let clock = fluxrate::ManualClock::new();
+        let b = RateLimiter::builder(Quota::per_second(10))
+            .clock(clock.clone())
+            .keyed::<u64>();
+        let l = match max_keys {
+            Some(m) => b.max_keys(m).build().unwrap(),
+            None => b.build().unwrap(),
+        };
+        for k in 0..MAX {
+            l.allow_key(&k);
+            clock.advance(step);
+        }
+        let sweeps = l.stats().sweeps();
+        let mut lat = Vec::with_capacity(flood as usize);
+        let mut refused = 0u64;
+        for k in MAX..MAX + flood {
+            let t = Instant::now();
+            let ok = black_box(l.allow_key(&k));
+            lat.push(t.elapsed().as_nanos() as u64);
+            refused += u64::from(!ok);
+            clock.advance(step);
+        }
+        lat.sort_unstable();
+        let per_1000 = (l.stats().sweeps() - sweeps) as f64 * 1000.0 / flood as f64;
+        (
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100],
+            lat[lat.len() - 1],
+            per_1000,
+            refused,
+        )
+    };
+    println!(
+        "\n| full store: {flood} new u64 keys against {MAX} live ones | p50 ns | p99 ns | max ns | full sweeps per 1,000 new keys | refused |\n|---|---:|---:|---:|---:|---:|"
+    );
+    // Alternate the two cases; the last round of each is printed (the first warms the
+    // allocator and caches).
+    let mut rows = [None, None];
+    for _ in 0..2 {
+        rows[0] = Some(run(Some(MAX as usize)));
+        rows[1] = Some(run(None));
+    }
+    for (name, r) in ["max_keys = 100,000 (full)", "no max_keys (never full)"]
+        .into_iter()
+        .zip(rows)
+    {
+        let (p50, p99, max, per_1000, refused) = r.unwrap();
+        println!("| {name} | {p50} | {p99} | {max} | {per_1000:.2} | {refused} |");
+    }
+}
+
+/// Heap bytes per sliding-log key against the admissions it holds (issue 11: a key used to
+/// cost `8·calls` bytes from its first request).
+fn log_memory_section(quick: bool) {
+    let keys: u32 = if quick { 100 } else { 1_000 };
+    println!(
+        "\n| memory: sliding log, per_hour(100000), {keys} keys | heap bytes per key | 8·calls (the ring up front) |\n|---|---:|---:|"
+    );
+    for admissions in [1u32, 10, 100, 1_000, 10_000] {
+        if quick && admissions > 1_000 {
+            continue;
+        }
+        let clock = fluxrate::ManualClock::new();
+        let base = LIVE.load(Ordering::Relaxed);
+        let l = RateLimiter::builder(Quota::per_hour(100_000))
+            .algorithm(Algorithm::SlidingLog)
+            .clock(clock.clone())
+            .keyed::<u32>()
+            .build()
+            .unwrap();
+        for k in 0..keys {
+            for _ in 0..admissions {
+                assert!(l.allow_key(&k));
+            }
+        }
+        let per = (LIVE.load(Ordering::Relaxed) - base) as f64 / f64::from(keys);
+        println!("| {admissions} admissions per key | {per:.0} | 800000 |");
+        drop(l);
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, slice) = if quick {
@@ -895,7 +986,11 @@ fn main() {
     if want("key flood") {
         flood_section(quick);
     }
+    if want("full store") {
+        full_store_section(quick);
+    }
     if want("memory") {
         memory_section(quick);
+        log_memory_section(quick);
     }
 }
