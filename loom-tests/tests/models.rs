@@ -358,6 +358,95 @@ fn sliding_log_weighted_claims_roll_back() {
     });
 }
 
+/// A sliding log of 10 calls per 100 (segments of 8 and 2 slots) whose first segment holds
+/// stamps at 0..8: `threads` threads each send one request at 50, thread `i` of weight
+/// `weight(i)`. Checks that no stamp is lost and that no window of 100 holds more than 10.
+fn sliding_log_growth_race(weight: fn(usize) -> u64, threads: usize, stale: bool, all_pass: bool) {
+    let name = format!("sliding_log_growth_race({threads}, stale = {stale})");
+    model(&name, move || {
+        let log = Arc::new(SlidingLog::new(&quota(10, 100, 10)).unwrap());
+        let s = Arc::new(log.new_state());
+        for t in 0..8 {
+            assert!(log.check(&s, t, 1).is_ok());
+        }
+        assert_eq!(s.raw().0.len(), 8);
+        let (log2, s2) = (log.clone(), s.clone());
+        // With `stale`, the last thread's clock is at 100, where the stamp of 0 has left.
+        let got = spawn_all(threads, move |i| {
+            let now = if stale && i == threads - 1 { 100 } else { 50 };
+            log2.check(&s2, now, weight(i))
+                .ok()
+                .map(|_| (now, weight(i)))
+        });
+        let admitted: Vec<(u64, u64)> = got.into_iter().flatten().collect();
+        assert!(
+            !admitted.is_empty(),
+            "every request refused with 2 slots free"
+        );
+        assert!(!all_pass || admitted.len() == threads, "{admitted:?}");
+        let (raw, _) = s.raw();
+        // No stamp lost: every admitted one is in the ring (a segment built by the thread that
+        // lost the race to publish it held none), and nothing else is.
+        for now in [50u64, 100] {
+            let held = raw.iter().filter(|&&v| v == now + 1).count() as u64;
+            let asked: u64 = admitted.iter().filter(|a| a.0 == now).map(|a| a.1).sum();
+            assert_eq!(held, asked, "admitted {admitted:?}, ring {raw:?}");
+        }
+        let extra = raw.iter().filter(|&&v| v > 8).count() as u64;
+        assert_eq!(extra, admitted.iter().map(|a| a.1).sum::<u64>(), "{raw:?}");
+        // Never more than 10 in a window of 100 (stamps 0..8 plus those admitted).
+        let mut stamps: Vec<u64> = (0..8).collect();
+        for &(now, n) in &admitted {
+            stamps.extend(std::iter::repeat(now).take(n as usize));
+        }
+        stamps.sort_unstable();
+        for (i, &a) in stamps.iter().enumerate() {
+            assert!(
+                stamps[i..].iter().filter(|&&b| b < a + 100).count() <= 10,
+                "{stamps:?}"
+            );
+        }
+        assert!(raw.len() <= 10);
+    });
+}
+
+/// Two threads find the first segment full and race to grow the ring (both build the second
+/// segment, one is published): one asks for 2 slots, the other for 1, and the second segment
+/// has 2. At most 2 slots are used, at least one request passes, and no stamp is lost.
+#[test]
+fn sliding_log_two_threads_grow_the_ring() {
+    sliding_log_growth_race(|i| if i == 0 { 2 } else { 1 }, 2, false, false);
+}
+
+/// Two threads ask twice each for the second segment's 2 slots: exactly 2 requests pass (a
+/// refusal only once every slot holds a live stamp), both stamps in the ring. (Three threads
+/// would be the natural model, but each scans the 8 full slots first: too many interleavings.)
+#[test]
+fn sliding_log_growth_race_refuses_only_when_full() {
+    model("sliding_log_growth_race_refuses_only_when_full", || {
+        let log = Arc::new(SlidingLog::new(&quota(10, 100, 10)).unwrap());
+        let s = Arc::new(log.new_state());
+        for _ in 0..8 {
+            assert!(log.check(&s, 0, 1).is_ok());
+        }
+        let (log2, s2) = (log.clone(), s.clone());
+        let got = spawn_all(2, move |_| {
+            (0..2).filter(|_| log2.check(&s2, 50, 1).is_ok()).count()
+        });
+        assert_eq!(got.iter().sum::<usize>(), 2, "{got:?}");
+        let (raw, _) = s.raw();
+        assert_eq!(raw.iter().filter(|&&v| v == 51).count(), 2, "{raw:?}");
+        assert_eq!(log.peek(&s, 50).remaining(), 0);
+    });
+}
+
+/// Growth racing the reuse of an expired slot: a thread at 50 grows the ring while one at 100
+/// takes the first segment's expired slot (or the new segment's): both pass, L1 holds.
+#[test]
+fn sliding_log_growth_racing_reuse() {
+    sliding_log_growth_race(|_| 1, 2, true, true);
+}
+
 // ---- reset racing a check -------------------------------------------------------------------
 
 #[test]
