@@ -160,6 +160,14 @@ impl SlidingLogState {
         }
     }
 
+    /// Segment `k ≥ 1`, allocated if it is not yet: every thread that finds it missing builds
+    /// one, the first to publish its own wins, and the others drop theirs and use that one.
+    #[cold]
+    fn grow(&self, k: usize, len: usize) -> &Segment {
+        let cell = &self.more[k - 1];
+        cell.get_or_init(|| Box::new(Segment::new(len)))
+    }
+
     /// The allocated segments, in ring order (they are allocated in that order).
     fn segs(&self) -> impl Iterator<Item = &Segment> {
         (0..=self.more.len()).map_while(|k| self.seg(k))
@@ -420,11 +428,16 @@ impl SlidingLog {
             state.cur.store(k, Ordering::Relaxed);
             Some((k, idx, old))
         };
-        // Segments are allocated in order: the later ones up to the first unallocated one.
-        let later = (c + 1..segments).map_while(|k| Some((k, state.seg(k)?)));
-        let earlier = (0..c.min(segments)).filter_map(|k| Some((k, state.seg(k)?)));
-        for (k, seg) in later.chain(earlier) {
+        // The later segments up to the first unallocated one (they are allocated in order),
+        // then the earlier ones.
+        for k in c + 1..segments {
+            let Some(seg) = state.seg(k) else { break };
             if let Some(claimed) = self.claim_in(seg, now, 1) {
+                return found(k, claimed);
+            }
+        }
+        for k in 0..c.min(segments) {
+            if let Some(claimed) = state.seg(k).and_then(|seg| self.claim_in(seg, now, 1)) {
                 return found(k, claimed);
             }
         }
@@ -435,8 +448,7 @@ impl SlidingLog {
                     if self.limit.saturating_sub(seg_start(k) as u64) < need {
                         return None;
                     }
-                    let len = seg_len(self.limit as usize, k);
-                    state.more[k - 1].get_or_init(|| Box::new(Segment::new(len)))
+                    state.grow(k, seg_len(self.limit as usize, k))
                 }
             };
             if let Some(claimed) = self.claim_in(seg, now, usize::MAX) {
