@@ -349,3 +349,59 @@ fn d25_panics_in_user_code_leave_the_limiter_usable() {
     assert!(flaky.allow());
     assert!(!flaky.allow());
 }
+
+/// Two real threads grow the same sliding-log ring at the same instant, over and over: a ring
+/// of 16 (segments of 8 and 8) whose first segment is full at 0, and both threads released
+/// together to ask 8 times each at 50. Exactly 8 pass in every round, and all 8 stamps are in
+/// the ring: when both build the second segment, the one published is used by both (a thread
+/// that kept its own would admit into slots nobody else sees). Races are what this test is
+/// for, but it cannot tell whether one happened: the loom models are the proof.
+#[test]
+fn d24_sliding_log_threads_grow_one_ring_at_once() {
+    use fluxrate_core::{RateAlgorithm, SlidingLog};
+    use std::sync::atomic::AtomicUsize;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rounds = (ops_per_thread() / 5).max(1_000);
+    let log = SlidingLog::new(&Quota::new(16, Duration::from_nanos(100))).unwrap();
+    let states: Vec<_> = (0..rounds)
+        .map(|_| {
+            let s = log.new_state();
+            for _ in 0..8 {
+                assert!(log.check(&s, 0, 1).is_ok());
+            }
+            s
+        })
+        .collect();
+    let arrived = AtomicUsize::new(0);
+    let counts: Vec<Vec<u64>> = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut mine = Vec::with_capacity(rounds);
+                    for (r, s) in states.iter().enumerate() {
+                        // Spin barrier: both threads start round r together.
+                        arrived.fetch_add(1, Ordering::AcqRel);
+                        let mut spins = 0u32;
+                        while arrived.load(Ordering::Acquire) < 2 * (r + 1) {
+                            spins += 1;
+                            if spins % 64 == 0 {
+                                std::thread::yield_now();
+                            }
+                            std::hint::spin_loop();
+                        }
+                        mine.push((0..8).filter(|_| log.allow(s, 50, 1)).count() as u64);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for (r, s) in states.iter().enumerate() {
+        let (raw, _) = s.raw();
+        assert_eq!(counts[0][r] + counts[1][r], 8, "round {r}: {raw:?}");
+        assert_eq!(raw.iter().filter(|&&v| v == 51).count(), 8, "round {r}");
+        assert_eq!(raw.len(), 16);
+    }
+    println!("sliding log growth races: {rounds} rounds, 8 of 16 requests admitted in each");
+}
