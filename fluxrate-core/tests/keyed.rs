@@ -397,8 +397,8 @@ fn log_key_bound(live: u64) -> isize {
 
 /// `keys` keys of a fresh keyed sliding log on `per_hour(100_000)`, `admissions` each at one
 /// instant (all stay in the window): live heap bytes per key above the empty limiter. Checked
-/// against [`log_key_bound`] after every key, so that a regression fails at the first key
-/// instead of allocating 800 kB for each.
+/// against [`log_key_bound`] after every key, so that a regression fails at the first keys
+/// instead of allocating 800 kB for each of them.
 fn log_bytes_per_key(keys: u32, admissions: u64) -> isize {
     let limiter = RateLimiter::builder(Quota::per_hour(100_000))
         .algorithm(Algorithm::SlidingLog)
@@ -411,10 +411,12 @@ fn log_bytes_per_key(keys: u32, admissions: u64) -> isize {
         for _ in 0..admissions {
             assert!(limiter.allow_key(&k));
         }
-        let per_key = (live() - empty) / (k as isize + 1);
+        // Plus 16 KiB in all: the map's first tables, and what the test harness allocates
+        // when another test ends (it prints) while this one measures.
+        let bytes = live() - empty;
         assert!(
-            per_key <= log_key_bound(admissions),
-            "{} keys with {admissions} admissions each: {per_key} B per key (bound {} B)",
+            bytes <= (k as isize + 1) * log_key_bound(admissions) + (16 << 10),
+            "{} keys with {admissions} admissions each: {bytes} B (bound {} B per key)",
             k + 1,
             log_key_bound(admissions)
         );
@@ -470,10 +472,10 @@ fn sliding_log_ring_reuses_expired_slots_before_growing() {
         "sliding log, 24 live stamps per key for 10 windows: {per_key} B per key \
          ({burst} B with 24 admissions at once)"
     );
-    // The same rings (8 + 8 + 16 slots) and the same store: equal up to the allocator's view of
-    // the map.
+    // The same rings (8 + 8 + 16 slots) and the same store: equal, but for what the test
+    // harness may allocate meanwhile (the next segment would add 280 B per key).
     assert!(
-        per_key <= burst + 32,
+        per_key <= burst + 128,
         "{per_key} B per key for 24 live stamps, {burst} B for 24 admissions at once"
     );
 }

@@ -88,14 +88,6 @@ impl Segment {
             idx + 1
         }
     }
-
-    /// The `i`-th slot counted from `from`, round the segment (`from, i < len`).
-    #[inline]
-    fn nth_from(&self, from: usize, i: usize) -> &AtomicU64 {
-        let j = from + i;
-        let len = self.slots.len();
-        &self.slots[if j >= len { j - len } else { j }]
-    }
 }
 
 /// The per-key state of [`SlidingLog`]: a ring of slots, each the time of one admission (+1; 0
@@ -113,9 +105,9 @@ impl Segment {
 /// first admission that finds every slot of the segments before it holding a live stamp. So a
 /// ring of `c > 8` slots has held `c/2` live stamps at once: memory is at most twice the peak
 /// number of live stamps (at least 8 slots), never more than `calls` slots, plus a header: 48
-/// bytes inline, 8 bytes per possible segment (at most 17) and 24 per allocated one. A segment is published through
-/// a lock-free once-cell: two threads growing the same ring at the same instant both build a
-/// segment, one is kept for both and the other dropped. Segments stay until the state is
+/// bytes inline, 8 bytes per possible segment (at most 17) and 24 per allocated one. A segment
+/// is published through a lock-free once-cell: two threads growing the same ring at the same
+/// instant both build a segment, one is kept for both and the other dropped. Segments stay until the state is
 /// dropped (the keyed store drops a state once it is idle).
 ///
 /// Each segment has its own hint, the slot after the last one it admitted into. When time is
@@ -290,9 +282,12 @@ impl SlidingLog {
         }
     }
 
+    /// Whether the admission stored as `val` has left the window at `now`: `leaves_at(val) ≤
+    /// now`, i.e. `val ≤ now − (W − 1)`, one comparison (an empty slot, 0, always has; before
+    /// `W − 1` only it has).
     #[inline]
     fn expired(&self, val: u64, now: u64) -> bool {
-        self.leaves_at(val) <= u128::from(now)
+        val <= now.saturating_sub(self.w - 1)
     }
 
     /// Slots not allocated yet (all free).
@@ -311,27 +306,20 @@ impl SlidingLog {
     }
 
     /// Expired slots of `seg`, assuming its stamps are in ring order from its hint, as they are
-    /// when time is monotone: a binary search for the first slot still in the window.
+    /// when time is monotone: a binary search for the first slot still in the window, in the
+    /// slots from the hint to the end, then in those before the hint.
     fn expired_in_order(&self, seg: &Segment, now: u64) -> u64 {
-        let (from, len) = (seg.hint(), seg.slots.len());
-        let expired = |i: usize| self.expired(seg.nth_from(from, i).load(Ordering::Acquire), now);
-        if !expired(0) {
+        let expired = |s: &AtomicU64| self.expired(s.load(Ordering::Acquire), now);
+        let (before, from) = seg.slots.split_at(seg.hint());
+        if !expired(&from[0]) {
             return 0;
         }
-        if expired(len - 1) {
-            return len as u64;
-        }
-        // expired(lo − 1) and !expired(hi).
-        let (mut lo, mut hi) = (1usize, len - 1);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if expired(mid) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo as u64
+        let n = if expired(&from[from.len() - 1]) {
+            from.len() + before.partition_point(expired)
+        } else {
+            from.partition_point(expired)
+        };
+        n as u64
     }
 
     /// Free slots after an admission (exact when time is monotone): the unallocated ones, and
@@ -354,17 +342,26 @@ impl SlidingLog {
                 reset_after: 0,
             };
         }
-        let mut leaves: Vec<u128> = state
-            .slots()
-            .map(|s| self.leaves_at(s.load(Ordering::Acquire)))
-            .collect();
-        let last = leaves.iter().copied().max().unwrap_or(0);
-        // Unallocated slots are free now: they come first.
-        let unallocated = self.limit.saturating_sub(leaves.len() as u64);
+        // One pass for the earliest and the latest departure: a unit request (the common case)
+        // needs nothing else, and unallocated slots are free now (they come first).
+        let (mut allocated, mut first, mut last) = (0u64, u128::MAX, 0u128);
+        for s in state.slots() {
+            let leaves = self.leaves_at(s.load(Ordering::Acquire));
+            allocated += 1;
+            first = first.min(leaves);
+            last = last.max(leaves);
+        }
+        let unallocated = self.limit.saturating_sub(allocated);
         let i = n.clamp(1, self.limit) - 1;
         let nth = if i < unallocated {
             0
+        } else if i == unallocated {
+            first
         } else {
+            let mut leaves: Vec<u128> = state
+                .slots()
+                .map(|s| self.leaves_at(s.load(Ordering::Acquire)))
+                .collect();
             let i = ((i - unallocated) as usize).min(leaves.len() - 1);
             *leaves.select_nth_unstable(i).1
         };
@@ -376,7 +373,7 @@ impl SlidingLog {
 
     /// Try to claim an expired slot of `seg`, trying at most `tries` slots from its hint;
     /// returns its index and old value and moves the hint past it.
-    #[inline]
+    #[inline(always)]
     fn claim_in(&self, seg: &Segment, now: u64, tries: usize) -> Option<(usize, u64)> {
         let stamp = Self::stamp(now);
         let mut idx = seg.hint();
@@ -400,8 +397,14 @@ impl SlidingLog {
     /// Claim one slot for an admission at `now`; returns its segment, index and old value. The
     /// hinted slot of the segment used last first (the common case, O(1)), then
     /// [`claim_slow`](Self::claim_slow).
-    #[inline]
+    #[inline(always)]
     fn claim(&self, state: &SlidingLogState, now: u64, need: u64) -> Option<(usize, usize, u64)> {
+        if state.more.is_empty() {
+            // A ring of one segment (`calls ≤ 8`): every slot, from the hint.
+            return self
+                .claim_in(&state.first, now, usize::MAX)
+                .map(|(idx, old)| (0, idx, old));
+        }
         let c = state.cur.load(Ordering::Relaxed);
         if let Some(seg) = state.seg(c) {
             if let Some((idx, old)) = self.claim_in(seg, now, 1) {
