@@ -22,7 +22,8 @@ use std::time::Duration;
 /// jumps to its next timer, or when the test calls `tokio::time::advance`, and neither
 /// happens while the runtime's own thread is the one blocked (tokio does not auto-advance
 /// while a `spawn_blocking` task runs either). So a blocking wait that sees tokio's time stand
-/// still over its first 100 µs of real time ends at once, as on a
+/// still over 100 µs of real time (looked at again at least every 50 ms of a longer wait)
+/// ends at once, as on a
 /// [`ManualClock`](crate::ManualClock): this clock (and its clones) moves to the end of the
 /// wait, and from then on reads that much ahead of `tokio::time::Instant`. The wait is as
 /// exact as an async one; only tokio's own timers do not see it. Outside paused time a
@@ -62,6 +63,9 @@ pub struct TokioClock {
 /// How long a blocking wait sleeps in real time before it checks whether tokio's time moves.
 const PAUSE_PROBE_NS: u64 = 100_000;
 
+/// The longest real sleep of a blocking wait between two looks at whether tokio's time moves.
+const PAUSE_RECHECK_NS: u64 = 50_000_000;
+
 impl TokioClock {
     /// A clock whose epoch is tokio's now (call it inside a runtime when time is paused).
     pub fn new() -> Self {
@@ -95,13 +99,15 @@ impl Clock for TokioClock {
     fn sleep_until(&self, deadline: u64) {
         let mut slice = PAUSE_PROBE_NS;
         loop {
-            let before = self.now();
-            if before >= deadline {
+            let now = self.now();
+            if now >= deadline {
                 return;
             }
-            std::thread::sleep(Duration::from_nanos((deadline - before).min(slice)));
-            slice = u64::MAX;
-            if self.now() == before {
+            // tokio's own time, without what clones skipped: another waiter moving the shared
+            // offset must not look like running time.
+            let before = self.tokio_elapsed();
+            std::thread::sleep(Duration::from_nanos((deadline - now).min(slice)));
+            if self.tokio_elapsed() == before {
                 // Paused: nothing will move tokio's time while this thread blocks.
                 self.ahead.fetch_max(
                     deadline.saturating_sub(self.tokio_elapsed()),
@@ -109,6 +115,9 @@ impl Clock for TokioClock {
                 );
                 return;
             }
+            // Running (or paused time auto-advanced meanwhile): sleep on in real time, looking
+            // again at least every PAUSE_RECHECK_NS so that a pause is noticed.
+            slice = (slice * 2).min(PAUSE_RECHECK_NS);
         }
     }
 }

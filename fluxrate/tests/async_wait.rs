@@ -288,6 +288,38 @@ fn blocking_waits_on_a_paused_tokio_clock_end_in_spawn_blocking() {
     assert_eq!(at, 500_000_000, "4 at once, then 2 more 250 ms apart");
 }
 
+/// Two blocking waiters (in `spawn_blocking`, where tokio's time is the runtime's) on one paused
+/// clock: one waiter skipping ahead (moving the
+/// clones' shared offset) must not make the other believe tokio's time runs, and sleep its
+/// whole wait (a minute here) in real time.
+#[test]
+fn two_blocking_waiters_on_a_paused_tokio_clock_both_end() {
+    let ends = within_10s("two blocking waiters under paused time", || {
+        paused_runtime().block_on(async {
+            let l = std::sync::Arc::new(
+                RateLimiter::builder(Quota::per_minute(1))
+                    .clock(TokioClock::new())
+                    .build()
+                    .unwrap(),
+            );
+            l.wait();
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let l = l.clone();
+                    tokio::task::spawn_blocking(move || l.wait().admitted_at())
+                })
+                .collect();
+            let mut ends = Vec::new();
+            for w in waiters {
+                ends.push(w.await.unwrap());
+            }
+            ends.sort_unstable();
+            ends
+        })
+    });
+    assert_eq!(ends, [60_000_000_000, 120_000_000_000]);
+}
+
 /// Outside paused time nothing changes: a blocking wait on a `TokioClock` sleeps in real time
 /// and the clock keeps reading tokio's time.
 #[test]
