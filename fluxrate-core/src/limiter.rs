@@ -949,9 +949,21 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        dispatch!(&self.engine, |alg, cells| Self::store(cells)
-            .get(key, |state| alg.cancel(state, admitted))
-            .unwrap_or(false))
+        let now = self.clock.now();
+        dispatch!(&self.engine, |alg, cells| {
+            let store = Self::store(cells);
+            // A refund moves the key's idle time earlier: the store files it again (after the
+            // shard guard is released), so that a full store sees the room it may free.
+            let idle = store
+                .get(key, |state| {
+                    alg.cancel(state, admitted).then(|| alg.idle_at(state, now))
+                })
+                .flatten();
+            if let Some(idle) = idle {
+                store.refiled(key, idle);
+            }
+            idle.is_some()
+        })
     }
 
     /// [`acquire_key`](Self::acquire_key) for a weight `n`.

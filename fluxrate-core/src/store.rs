@@ -4,12 +4,15 @@
 //! guard of its key; eviction removes a cell only under the shard's write guard and only if the
 //! cell is idle (equal to a fresh one). So an eviction can never race a decision on the same
 //! cell, and dropping an idle cell changes no future decision. Nothing is called back into the
-//! map, and no user code or clock runs, while a guard is held.
+//! map, and no clock runs, while a guard is held; the only user code run under a guard is the
+//! key type's own `Hash` and `Eq` (as in any `DashMap` operation). Lock order: the store's
+//! `room` mutex before any shard; a shard guard is never held while waiting for `room`.
 
 use crate::algorithm::RateAlgorithm;
 use crate::stats::KeyCounters;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use core::borrow::Borrow;
+use core::cmp::Reverse;
 use core::hash::{BuildHasher, Hash};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -83,29 +86,61 @@ pub(crate) enum Lookup<R> {
 
 /// What the store knows about when its cells go idle, for making room when it is full.
 ///
-/// Valid because a cell's idle time only moves later while it is held (every decision pushes
-/// it later or leaves it), so a time read once is a lower bound from then on.
+/// Every held cell is covered by one of: an entry `(idle, hash)` in `soonest`, `rest` (a lower
+/// bound for the cells a sweep kept but did not remember), or the store's `unfiled_idle` (a
+/// lower bound for cells inserted or refunded while the room was busy). A time read once stays
+/// a lower bound while the cell is held, because decisions only push idle times later; the one
+/// thing that moves one earlier, a refund (`cancel`), files the cell again
+/// ([`KeyedStore::refiled`]).
 struct Room {
-    /// `(idle_at, hash)` of the cells the last sweep kept that go idle soonest, latest first
-    /// (the soonest is popped from the end).
-    soonest: Vec<(u64, u64)>,
-    /// Every other cell the last sweep kept goes idle no earlier than this.
+    /// Remembered cells, soonest idle first.
+    soonest: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Every held cell not remembered in `soonest` (nor covered by `unfiled_idle`) goes idle no
+    /// earlier than this.
     rest: u64,
+    /// How many cells a trim keeps in `soonest` (`soonest` holds at most twice this).
+    batch: usize,
 }
 
 impl Room {
-    /// The earliest time any cell the last sweep kept can be idle.
-    fn floor(&self) -> u64 {
-        self.soonest
-            .last()
-            .map_or(self.rest, |s| s.0.min(self.rest))
+    fn new(batch: usize) -> Self {
+        Self {
+            soonest: BinaryHeap::new(),
+            rest: u64::MAX,
+            batch,
+        }
     }
 
-    /// Remember a cell that goes idle at `idle` (read after the last sweep), if it matters.
+    /// The earliest time a cell covered here can be idle.
+    fn floor(&self) -> u64 {
+        self.soonest
+            .peek()
+            .map_or(self.rest, |s| s.0 .0.min(self.rest))
+    }
+
+    /// Remember a cell that goes idle no earlier than `idle`. O(log batch) amortized.
     fn keep(&mut self, idle: u64, hash: u64) {
-        if idle < self.rest {
-            let at = self.soonest.partition_point(|s| s.0 > idle);
-            self.soonest.insert(at, (idle, hash));
+        if idle >= self.rest {
+            return; // already covered by `rest`
+        }
+        self.soonest.push(Reverse((idle, hash)));
+        if self.soonest.len() > 2 * self.batch.max(1) {
+            // Keep the `batch` soonest; the others are covered by `rest` from now on.
+            let mut all = core::mem::take(&mut self.soonest).into_vec();
+            let keep = self.batch.max(1);
+            all.select_nth_unstable(keep - 1);
+            for Reverse((dropped, _)) in all.drain(keep..) {
+                self.rest = self.rest.min(dropped);
+            }
+            self.soonest = BinaryHeap::from(all);
+        }
+    }
+
+    /// The soonest remembered cell if it may be idle at `now`.
+    fn pop_due(&mut self, now: u64) -> Option<(u64, u64)> {
+        match self.soonest.peek() {
+            Some(Reverse((idle, _))) if *idle <= now => self.soonest.pop().map(|r| r.0),
+            _ => None,
         }
     }
 }
@@ -132,10 +167,11 @@ pub(crate) struct KeyedStore<K, V, S> {
     sweep_at: AtomicUsize,
     /// Held by the one thread sweeping or making room; others carry on without waiting.
     room: Mutex<Room>,
-    /// `room.floor()`, readable without the lock.
+    /// A lower bound of `room.floor()`, readable without the lock.
     room_floor: AtomicU64,
-    /// The earliest idle time of a cell inserted since the last sweep began.
-    inserted_idle: AtomicU64,
+    /// The earliest idle time of a cell inserted or refunded while `room` was busy (since the
+    /// last sweep began).
+    unfiled_idle: AtomicU64,
     /// The latest time a sweep or eviction judged cells idle at. Decisions are made at no
     /// earlier time, so that a reader whose clock reading predates it cannot see a dropped cell
     /// as fresh.
@@ -189,13 +225,10 @@ where
             max_keys: max_keys.unwrap_or(usize::MAX),
             batch: max_keys.map_or(0, |m| (m / ROOM_BATCH).max(1)),
             sweep_at: AtomicUsize::new(MIN_AUTO_SWEEP),
-            // Nothing is known yet: a full store sweeps before refusing.
-            room: Mutex::new(Room {
-                soonest: Vec::new(),
-                rest: 0,
-            }),
-            room_floor: AtomicU64::new(0),
-            inserted_idle: AtomicU64::new(u64::MAX),
+            // No cell yet: every cell inserted from now on is filed or unfiled.
+            room: Mutex::new(Room::new(max_keys.map_or(0, |m| (m / ROOM_BATCH).max(1)))),
+            room_floor: AtomicU64::new(u64::MAX),
+            unfiled_idle: AtomicU64::new(u64::MAX),
             swept_at: AtomicU64::new(0),
             sweeps: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -245,10 +278,15 @@ where
         A: RateAlgorithm<State = V>,
     {
         self.maybe_auto_sweep(alg, now);
+        let mut room = None;
         if !self.reserve_slot() {
-            if let Err(until) = self.make_room(alg, now) {
-                return Lookup::Full { until };
+            match self.make_room(alg, now) {
+                Ok(guard) => room = Some(guard),
+                Err(until) => return Lookup::Full { until },
             }
+        } else if self.batch > 0 {
+            // File the new cell if the room is free; if not, `unfiled_idle` covers it.
+            room = try_lock(&self.room);
         }
         match self.map.entry(key.to_owned()) {
             Entry::Occupied(e) => {
@@ -264,15 +302,42 @@ where
                 let r = f(&state, at);
                 let idle = alg.idle_at(&state, at);
                 if idle > at {
-                    // Published before the cell can be seen, so that a full store never
-                    // believes no cell can go idle before a time this one passes.
-                    self.inserted_idle.fetch_min(idle, Ordering::AcqRel);
+                    // Covered before the cell can be seen (the room, if held, is released only
+                    // after the insert), so that a full store never believes no cell can go
+                    // idle before a time this one passes.
+                    match room.as_mut() {
+                        Some(room) => self.file(room, idle, self.map.hasher().hash_one(key)),
+                        None => self.unfiled(idle),
+                    }
                     e.insert(state);
                 } else {
                     self.len.fetch_sub(1, Ordering::Relaxed);
                 }
                 Lookup::Found(r)
             }
+        }
+    }
+
+    /// Remember a cell in the room, and publish the room's new floor.
+    fn file(&self, room: &mut Room, idle: u64, hash: u64) {
+        room.keep(idle, hash);
+        self.room_floor.fetch_min(room.floor(), Ordering::AcqRel);
+    }
+
+    fn unfiled(&self, idle: u64) {
+        self.unfiled_idle.fetch_min(idle, Ordering::AcqRel);
+    }
+
+    /// The cell of `key` may now go idle as early as `idle` (a refund moved its state back):
+    /// file it again. Call without holding any guard of the store.
+    pub(crate) fn refiled<Q>(&self, key: &Q, idle: u64)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match try_lock(&self.room) {
+            Some(mut room) => self.file(&mut room, idle, self.map.hasher().hash_one(key)),
+            None => self.unfiled(idle),
         }
     }
 
@@ -306,20 +371,26 @@ where
         );
     }
 
-    /// The store is full: drop one idle cell, if any is, and reserve its room. `Err(until)`
-    /// when every held cell is live (none can go idle before `until`), or when another thread
-    /// is making room right now (`until = now + 1`: try again very soon).
+    /// The store is full: drop one idle cell, if any is, and reserve its room; the room's lock
+    /// is returned, to file the new cell under it. `Err(until)` when every held cell is live
+    /// (none can go idle before `until`), or when another thread is making room right now
+    /// (`until = now + 1`: try again very soon).
     ///
-    /// Exact: it fails only if no held cell is idle at `now`. Cheap: it drops the cells the
-    /// last sweep found to go idle soonest one at a time (one hash lookup each), and sweeps the
-    /// whole map only when none of those is left and some other cell may be idle; a sweep
-    /// remembers `max_keys / 16` of them, so a flood of new keys against a full store runs one
-    /// sweep per that many new keys at most.
-    fn make_room<A: RateAlgorithm<State = V>>(&self, alg: &A, now: u64) -> Result<(), u64> {
+    /// Exact when no other thread is making room at the same time: it fails only if no held
+    /// cell is idle at `now`. Cheap: it drops the remembered cells one at a time (one hash
+    /// lookup each), and sweeps the whole map only when no remembered cell is due and some
+    /// other cell may be idle. A sweep remembers `max_keys / 16` cells, and every cell inserted
+    /// or refunded afterwards is remembered too, so a flood of new keys against a full store
+    /// sweeps once per that many new keys at most, whatever the keys' lifetimes.
+    fn make_room<A: RateAlgorithm<State = V>>(
+        &self,
+        alg: &A,
+        now: u64,
+    ) -> Result<MutexGuard<'_, Room>, u64> {
         let floor = self
             .room_floor
             .load(Ordering::Acquire)
-            .min(self.inserted_idle.load(Ordering::Acquire));
+            .min(self.unfiled_idle.load(Ordering::Acquire));
         if now < floor {
             return Err(floor);
         }
@@ -330,23 +401,19 @@ where
         let mut swept = false;
         loop {
             if self.reserve_slot() {
-                return Ok(()); // room was made meanwhile
+                return Ok(room); // room was made meanwhile
             }
-            while let Some(&(idle, hash)) = room.soonest.last() {
-                if idle > now {
-                    break;
-                }
-                room.soonest.pop();
+            while let Some((_, hash)) = room.pop_due(now) {
                 match self.evict_one(alg, hash, now) {
                     Evict::Dropped if self.reserve_slot() => {
                         self.room_floor.store(room.floor(), Ordering::Release);
-                        return Ok(());
+                        return Ok(room);
                     }
                     Evict::Dropped | Evict::Gone => {}
                     Evict::Live(later) => room.keep(later, hash),
                 }
             }
-            let floor = room.floor().min(self.inserted_idle.load(Ordering::Acquire));
+            let floor = room.floor().min(self.unfiled_idle.load(Ordering::Acquire));
             self.room_floor.store(room.floor(), Ordering::Release);
             if now < floor {
                 return Err(floor);
@@ -365,9 +432,14 @@ where
         // Published before the cell is dropped, as in `sweep_locked`.
         self.swept_at.fetch_max(now, Ordering::AcqRel);
         let shard = &self.map.shards()[self.map.determine_shard(hash as usize)];
+        let hasher = self.map.hasher();
         let mut live = None::<u64>;
-        // Any idle cell may go, whichever key it has: the lookup only narrows the search.
-        let removed = shard.write().remove_entry(hash, |(_, v)| {
+        // The probe also offers entries that share only some bits of the hash: only the cell
+        // whose key has this hash is the one remembered.
+        let removed = shard.write().remove_entry(hash, |(k, v)| {
+            if hasher.hash_one(k) != hash {
+                return false;
+            }
             let idle = alg.idle_at(v.get(), now);
             if idle <= now {
                 return true;
@@ -403,11 +475,16 @@ where
     ) -> usize {
         let mut removed = 0usize;
         let mut rest = u64::MAX;
+        let batch = self.batch.min(self.len.load(Ordering::Relaxed));
         // A max-heap of the `batch` soonest idle times seen.
-        let mut soonest: BinaryHeap<(u64, u64)> = BinaryHeap::with_capacity(self.batch);
-        // Cells inserted from here on are covered by `inserted_idle`, those held now by the
-        // pass below (a cell inserted meanwhile may be counted by both: harmless).
-        self.inserted_idle.store(u64::MAX, Ordering::Release);
+        let mut soonest: BinaryHeap<(u64, u64)> = BinaryHeap::with_capacity(batch);
+        // The cells covered by `unfiled_idle` so far are covered by the room from here on (so
+        // that the room stays a valid set of bounds even if this pass is cut short), and cells
+        // inserted or refunded from here on by `unfiled_idle` again; the pass below files every
+        // cell it keeps (a cell inserted meanwhile may be counted twice: harmless).
+        let unfiled = self.unfiled_idle.swap(u64::MAX, Ordering::AcqRel);
+        room.rest = room.rest.min(unfiled);
+        self.room_floor.fetch_min(unfiled, Ordering::AcqRel);
         // Published before any cell is dropped; a decision that takes a shard guard after the
         // sweep released it sees this time and decides no earlier.
         self.swept_at.fetch_max(now, Ordering::AcqRel);
@@ -418,7 +495,7 @@ where
                 removed += 1;
                 return false;
             }
-            if soonest.len() < self.batch {
+            if soonest.len() < batch {
                 soonest.push((idle_at, hasher.hash_one(k)));
             } else if soonest.peek().is_some_and(|top| idle_at < top.0) {
                 soonest.push((idle_at, hasher.hash_one(k)));
@@ -433,9 +510,8 @@ where
         self.len.fetch_sub(removed, Ordering::Relaxed);
         self.sweeps.fetch_add(1, Ordering::Relaxed);
         self.evicted.fetch_add(removed as u64, Ordering::Relaxed);
-        let mut soonest = soonest.into_sorted_vec();
-        soonest.reverse();
-        *room = Room { soonest, rest };
+        room.soonest = soonest.into_iter().map(Reverse).collect();
+        room.rest = rest;
         self.room_floor.store(room.floor(), Ordering::Release);
         if let Some(counters) = &self.counters {
             counters.retain(|k, _| self.map.contains_key(k));
@@ -479,7 +555,7 @@ where
         let mut room = lock(&self.room);
         // Remove through retain so that `len` stays equal to the entries removed.
         let mut removed = 0usize;
-        self.inserted_idle.store(u64::MAX, Ordering::Release);
+        self.unfiled_idle.store(u64::MAX, Ordering::Release);
         self.map.retain(|_, _| {
             removed += 1;
             false
@@ -488,10 +564,7 @@ where
         if let Some(counters) = &self.counters {
             counters.clear();
         }
-        *room = Room {
-            soonest: Vec::new(),
-            rest: u64::MAX,
-        };
+        *room = Room::new(room.batch);
         self.room_floor.store(u64::MAX, Ordering::Release);
     }
 
@@ -503,12 +576,14 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         if let Some(counters) = &self.counters {
-            Self::record_in(counters, key, allowed);
+            self.record_in(counters, key, allowed);
         }
     }
 
+    /// Counts are kept only for keys that hold a cell: a request that left a new key fresh
+    /// stored nothing, and must not store counters either (they would escape `max_keys`).
     #[inline(never)]
-    fn record_in<Q>(counters: &DashMap<K, KeyCounters, S>, key: &Q, allowed: bool)
+    fn record_in<Q>(&self, counters: &DashMap<K, KeyCounters, S>, key: &Q, allowed: bool)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -517,7 +592,9 @@ where
             c.record(allowed);
             return;
         }
-        counters.entry(key.to_owned()).or_default().record(allowed);
+        if self.map.contains_key(key) {
+            counters.entry(key.to_owned()).or_default().record(allowed);
+        }
     }
 
     pub(crate) fn counts<Q>(&self, key: &Q) -> Option<(u64, u64)>

@@ -479,3 +479,29 @@ fn sliding_log_ring_reuses_expired_slots_before_growing() {
         "{per_key} B per key for 24 live stamps, {burst} B for 24 admissions at once"
     );
 }
+
+/// A request that leaves a new key fresh (a look, a weight that can never pass) stores no cell,
+/// and with per-key stats no counters either: they would escape `max_keys` and the sweeps.
+#[test]
+fn per_key_counters_of_unstored_keys_are_not_kept() {
+    let _guard = serial();
+    let base = live();
+    let limiter = RateLimiter::builder(Quota::per_second(10))
+        .keyed::<u64>()
+        .max_keys(10)
+        .per_key_stats(true)
+        .build()
+        .unwrap();
+    for k in 0..20_000u64 {
+        assert!(limiter.check_key_n(&k, 0).is_ok());
+        assert!(limiter.check_key_n(&k, 11).is_err());
+    }
+    let grown = live() - base;
+    assert_eq!(limiter.len(), 0);
+    assert!(
+        grown < 64 << 10,
+        "{grown} bytes for 20,000 keys that hold no cell"
+    );
+    assert!(limiter.allow_key(&1));
+    assert_eq!(limiter.key_stats(&1).allowed(), Some(1));
+}

@@ -106,6 +106,66 @@ fn a_flood_against_a_full_store_sweeps_once_per_batch() {
     assert_eq!(l.len(), MAX as usize);
 }
 
+/// The review of issue 11's first fix: keys of different lifetimes. 999 keys stay live for a
+/// minute while one slot churns (a new single-request key every 100 ms, idle 100 ms later):
+/// the churning cell, inserted after the last sweep, must be remembered too, or every new key
+/// sweeps the whole map again.
+#[test]
+fn a_churning_slot_among_long_lived_keys_does_not_sweep_per_new_key() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::builder(Quota::per_minute(600))
+        .clock(clock.clone())
+        .keyed::<u32>()
+        .max_keys(1000)
+        .build()
+        .unwrap();
+    for k in 0..999u32 {
+        assert!(l.check_key_n(&k, 600).is_ok());
+    }
+    let before = l.stats().sweeps();
+    for k in 1_000..1_500u32 {
+        assert!(
+            l.allow_key(&k),
+            "new key {k} refused although the last one is idle"
+        );
+        clock.advance(Duration::from_millis(100));
+    }
+    let sweeps = l.stats().sweeps() - before;
+    eprintln!("churning slot: {sweeps} full sweeps for 500 new keys");
+    // One sweep to learn the long-lived keys' times, then none: 1000 / 16 = 62 remembered.
+    assert!(sweeps <= 2, "{sweeps} full sweeps for 500 new keys");
+}
+
+/// A refund (`cancel_key`) moves a key's idle time earlier: a full store must see the room.
+#[test]
+fn a_refund_that_makes_a_key_idle_frees_its_room() {
+    let clock = ManualClock::new();
+    let l = limiter(1, Overflow::Reject, &clock);
+    let a = l.check_key(&1).unwrap();
+    assert!(!l.allow_key(&2), "the store is full");
+    assert!(l.cancel_key(&1, &a));
+    assert_eq!(l.retry_after_key(&1), Duration::ZERO);
+    assert!(l.allow_key(&2), "key 1 is fresh again: its room is free");
+}
+
+/// `max_keys` near `usize::MAX` (in effect unbounded) must not make a sweep reserve memory for
+/// it: this panicked with a capacity overflow at the first automatic sweep.
+#[test]
+fn a_huge_max_keys_is_an_unbounded_store() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::builder(Quota::per_second(1))
+        .clock(clock.clone())
+        .keyed::<u32>()
+        .max_keys(usize::MAX)
+        .build()
+        .unwrap();
+    for k in 0..10_000u32 {
+        assert!(l.allow_key(&k));
+    }
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(l.sweep(), 10_000);
+}
+
 /// A look (weight 0) or a weight that can never pass leaves a new key fresh: nothing is stored.
 #[test]
 fn a_request_that_leaves_a_new_key_fresh_stores_nothing() {
@@ -121,6 +181,7 @@ fn a_request_that_leaves_a_new_key_fresh_stores_nothing() {
 fn op(max_key: u32, flood: u32, burst: u64, period: u64) -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..max_key, 0..=burst + 1).prop_map(|(key, n)| Op::Check { key, n }),
+        2 => (0..max_key, 0..=burst).prop_map(|(key, n)| Op::Refund { key, n }),
         1 => (0..max_key, 1..=flood).prop_map(|(first, count)| Op::Flood { first, count }),
         4 => prop_oneof![Just(1), Just(period / 4), Just(period), Just(3 * period), 0..2 * period]
             .prop_map(|ns| Op::Advance { ns }),
@@ -130,34 +191,37 @@ fn op(max_key: u32, flood: u32, burst: u64, period: u64) -> impl Strategy<Value 
     ]
 }
 
-fn history(
-    max_keys: usize,
-    len: usize,
-) -> impl Strategy<Value = (Overflow, u64, u64, u64, Vec<Op>)> {
+/// Overflow policy, per-key stats, calls, period, burst, operations.
+type History = (Overflow, bool, u64, u64, u64, Vec<Op>);
+
+fn history(max_keys: usize, len: usize) -> impl Strategy<Value = History> {
     let overflow = prop_oneof![Just(Overflow::Reject), Just(Overflow::Shared)];
-    (overflow, 1u64..4, 1u64..4).prop_flat_map(move |(overflow, calls, burst)| {
-        let period = 1_000_000u64;
-        let max_key = (max_keys as u32).saturating_mul(2).max(4);
-        let flood = (max_keys as u32 + 8).min(max_key);
-        (
-            Just(overflow),
-            Just(calls),
-            Just(period),
-            Just(burst),
-            prop::collection::vec(op(max_key, flood, burst, period), 1..len),
-        )
-    })
+    (overflow, any::<bool>(), 1u64..4, 1u64..4).prop_flat_map(
+        move |(overflow, stats, calls, burst)| {
+            let period = 1_000_000u64;
+            let max_key = (max_keys as u32).saturating_mul(2).max(4);
+            let flood = (max_keys as u32 + 8).min(max_key);
+            (
+                Just(overflow),
+                Just(stats),
+                Just(calls),
+                Just(period),
+                Just(burst),
+                prop::collection::vec(op(max_key, flood, burst, period), 1..len),
+            )
+        },
+    )
 }
 
-fn check(max_keys: usize, h: (Overflow, u64, u64, u64, Vec<Op>)) -> Result<(), TestCaseError> {
-    let (overflow, calls, period, burst, ops) = h;
-    run_history(max_keys, overflow, calls, period, burst, &ops).map_err(TestCaseError::fail)
+fn check(max_keys: usize, h: History) -> Result<(), TestCaseError> {
+    let (overflow, stats, calls, period, burst, ops) = h;
+    run_history(max_keys, overflow, stats, calls, period, burst, &ops).map_err(TestCaseError::fail)
 }
 
 fn sized(
     max_keys: impl Strategy<Value = usize>,
     len: usize,
-) -> impl Strategy<Value = (usize, (Overflow, u64, u64, u64, Vec<Op>))> {
+) -> impl Strategy<Value = (usize, History)> {
     max_keys.prop_flat_map(move |m| (Just(m), history(m, len)))
 }
 

@@ -246,7 +246,11 @@ fuzz_target!(|data: &[u8]| {
     while !b.is_empty() && history.len() < 300 {
         let (kind, arg) = (b.u8(), b.u16());
         history.push(match kind % 16 {
-            0..=6 => store_model::Op::Check {
+            0..=4 => store_model::Op::Check {
+                key: u32::from(arg) % key_space,
+                n: u64::from(kind / 16) % (burst + 2),
+            },
+            5 | 6 => store_model::Op::Refund {
                 key: u32::from(arg) % key_space,
                 n: u64::from(kind / 16) % (burst + 2),
             },
@@ -269,7 +273,10 @@ fuzz_target!(|data: &[u8]| {
             _ => store_model::Op::ResetAll,
         });
     }
-    if let Err(e) = store_model::run_history(max_keys, overflow, calls, period, burst, &history) {
+    let per_key_stats = mode & 0x20 != 0;
+    if let Err(e) =
+        store_model::run_history(max_keys, overflow, per_key_stats, calls, period, burst, &history)
+    {
         panic!("store model: {e} (max_keys {max_keys}, {overflow:?}, calls {calls}, burst {burst})");
     }
 });

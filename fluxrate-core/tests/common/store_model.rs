@@ -23,6 +23,9 @@ use std::time::Duration;
 pub enum Op {
     /// Decide a request of weight `n` for `key`.
     Check { key: u32, n: u64 },
+    /// Decide a request of weight `n` for `key` and, if its own cell admitted it, give it back
+    /// at once (`cancel_key`: the state returns to what it was, so the key may be idle again).
+    Refund { key: u32, n: u64 },
     /// `count` requests of weight 1 for the keys `first..first + count` (a flood of new keys).
     Flood { first: u32, count: u32 },
     /// Move the clock forward.
@@ -115,13 +118,42 @@ impl StoreModel {
     }
 
     pub fn check(&mut self, key: u32, n: u64, now: u64) -> Expect {
+        self.check_on(key, n, now).0
+    }
+
+    /// [`check`](Self::check), then give the admission back if the key's own cell made it;
+    /// also says whether it did.
+    pub fn check_and_refund(&mut self, key: u32, n: u64, now: u64) -> (Expect, bool) {
+        self.expire(now);
+        let was_live = self.is_live(key, now);
+        let before = self.cells.get(&key).cloned();
+        let (e, on_key) = self.check_on(key, n, now);
+        if !(on_key && n > 0 && e == Expect::Admit) {
+            return (e, false);
+        }
+        match before {
+            Some(cell) if was_live => {
+                // Its TAT is back to a time already in the expiry heap.
+                self.cells.insert(key, cell);
+            }
+            _ => {
+                self.cells.remove(&key);
+                self.live -= 1;
+            }
+        }
+        (e, true)
+    }
+
+    /// The decision, and whether the key's own cell made it (not the shared cell, not a
+    /// refusal for room).
+    fn check_on(&mut self, key: u32, n: u64, now: u64) -> (Expect, bool) {
         self.expire(now);
         if !self.is_live(key, now) {
             self.cells.remove(&key);
             if self.live >= self.max_keys {
                 return match self.overflow {
-                    Overflow::Reject => Expect::Full(self.next_idle(now)),
-                    Overflow::Shared => step(&mut self.shared, now, n),
+                    Overflow::Reject => (Expect::Full(self.next_idle(now)), false),
+                    Overflow::Shared => (step(&mut self.shared, now, n), false),
                 };
             }
         }
@@ -140,7 +172,7 @@ impl StoreModel {
         } else {
             self.cells.remove(&key);
         }
-        e
+        (e, true)
     }
 
     /// The wait before one unit for `key` would pass, without changing anything.
@@ -186,6 +218,7 @@ fn step(cell: &mut Vsa, now: u64, n: u64) -> Expect {
 pub fn run_history(
     max_keys: usize,
     overflow: Overflow,
+    per_key_stats: bool,
     calls: u64,
     period_ns: u64,
     burst: u64,
@@ -199,6 +232,7 @@ pub fn run_history(
         .keyed::<u32>()
         .max_keys(max_keys)
         .overflow(overflow)
+        .per_key_stats(per_key_stats)
         .build()
         .map_err(|e| format!("build: {e}"))?;
     let t = period_ns.div_ceil(calls);
@@ -216,6 +250,24 @@ pub fn run_history(
                 let (got, want) = (limiter.retry_after_key(&key), model.retry_after(key, now));
                 if got.as_nanos() != want {
                     return fail(format!("retry_after_key {got:?}, model {want} ns"));
+                }
+            }
+            Op::Refund { key, n } => {
+                let (want, refund) = model.check_and_refund(key, n, now);
+                let got = limiter.check_key_n(&key, n);
+                if let Err(e) = compare(want, &got, now) {
+                    return fail(e);
+                }
+                if let (true, Ok(a)) = (refund, &got) {
+                    if !limiter.cancel_key(&key, a) {
+                        return fail("cancel_key refused to give the admission back".into());
+                    }
+                }
+                let (got, want) = (limiter.retry_after_key(&key), model.retry_after(key, now));
+                if got.as_nanos() != want {
+                    return fail(format!(
+                        "after the refund: retry_after_key {got:?}, model {want} ns"
+                    ));
                 }
             }
             Op::Flood { first, count } => {
