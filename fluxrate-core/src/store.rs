@@ -380,8 +380,9 @@ where
     /// cell is idle at `now`. Cheap: it drops the remembered cells one at a time (one hash
     /// lookup each), and sweeps the whole map only when no remembered cell is due and some
     /// other cell may be idle. A sweep remembers `max_keys / 16` cells, and every cell inserted
-    /// or refunded afterwards is remembered too, so a flood of new keys against a full store
-    /// sweeps once per that many new keys at most, whatever the keys' lifetimes.
+    /// or refunded afterwards while the room is free is remembered too (the room keeps the
+    /// `max_keys / 16` soonest, the others fold into its bound), so a full sweep runs once at
+    /// least that many remembered cells have been used up, not per new key.
     fn make_room<A: RateAlgorithm<State = V>>(
         &self,
         alg: &A,
