@@ -844,6 +844,15 @@ impl RedisRateLimiter {
     /// first limit that refused (its index in `limits`). The limiters must share one backend;
     /// the first one's time source and time budget are used. On Redis Cluster this works
     /// because every limit of one subject hashes to the same slot.
+    ///
+    /// # Refunds
+    ///
+    /// The admissions come back without who decided them, so there is no
+    /// [`cancel_decision`](Self::cancel_decision) for them: [`cancel_key`](Self::cancel_key)
+    /// always refunds in Redis, which is wrong for an admission a `FailLocal` fallback made
+    /// (it stays charged locally), and a warm charge of the fallback is not given back. Decide
+    /// limits one by one with [`decide_key_n`](Self::decide_key_n) where admissions may be
+    /// refunded.
     pub async fn check_all<K: RedisKey + ?Sized>(
         key: &K,
         limits: &[(&RedisRateLimiter, u64)],
