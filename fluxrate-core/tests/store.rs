@@ -166,6 +166,41 @@ fn a_huge_max_keys_is_an_unbounded_store() {
     assert_eq!(l.sweep(), 10_000);
 }
 
+/// A decision whose clock reading predates a single eviction (a full store making room) is made
+/// at the eviction's time, as after a sweep: the dropped cell was idle only from then on.
+#[test]
+fn decisions_never_predate_a_single_eviction() {
+    for alg in fluxrate_core::Algorithm::ALL {
+        let clock = ManualClock::new();
+        let l = RateLimiter::builder(Quota::per_second(1))
+            .algorithm(alg)
+            .clock(clock.clone())
+            .keyed::<u32>()
+            .max_keys(1)
+            .build()
+            .unwrap();
+        assert_eq!(l.check_key(&1).unwrap().admitted_at(), 0);
+        clock.set(2_000_000_000);
+        let before = l.stats();
+        assert!(l.allow_key(&2), "{alg}: key 1 is idle, its room is free");
+        assert_eq!(
+            l.stats().sweeps(),
+            before.sweeps(),
+            "{alg}: a single eviction, no sweep"
+        );
+        l.reset_key(&2); // room for key 1 again
+        clock.set(500_000_000); // a stale reading, older than the eviction of key 1
+        match l.check_key(&1) {
+            Ok(a) => assert!(
+                a.admitted_at() >= 2_000_000_000,
+                "{alg}: admitted at {} after an eviction at 2 s: a second burst",
+                a.admitted_at()
+            ),
+            Err(e) => panic!("{alg}: {e}"),
+        }
+    }
+}
+
 /// A look (weight 0) or a weight that can never pass leaves a new key fresh: nothing is stored.
 #[test]
 fn a_request_that_leaves_a_new_key_fresh_stores_nothing() {
