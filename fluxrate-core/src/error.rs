@@ -68,6 +68,37 @@ pub enum ConfigError {
         /// What was expected.
         reason: &'static str,
     },
+    /// A name (of an HTTP limit, a unit) that cannot be sent as a structured-field string:
+    /// empty, or holding a character outside printable ASCII.
+    InvalidName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Two limits of one HTTP layer share a name, so that clients could not tell them apart.
+    DuplicateName {
+        /// The name.
+        name: String,
+    },
+    /// An IP prefix length outside the range accepted for its address family.
+    InvalidPrefix {
+        /// `"IPv4"` or `"IPv6"`.
+        family: &'static str,
+        /// The requested length in bits.
+        bits: u8,
+        /// The shortest accepted.
+        min: u8,
+        /// The longest accepted.
+        max: u8,
+    },
+    /// An address range (CIDR, such as `10.0.0.0/8`) that could not be parsed.
+    InvalidNetwork {
+        /// The input.
+        input: String,
+        /// What was expected.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -101,6 +132,20 @@ impl fmt::Display for ConfigError {
                 write!(f, "{what} must be a finite number greater than zero")
             }
             Self::Parse { input, reason } => write!(f, "invalid rate {input:?}: {reason}"),
+            Self::InvalidName { name, reason } => write!(f, "invalid name {name:?}: {reason}"),
+            Self::DuplicateName { name } => write!(f, "two limits are named {name:?}"),
+            Self::InvalidPrefix {
+                family,
+                bits,
+                min,
+                max,
+            } => write!(
+                f,
+                "{family} prefix length must be {min} to {max} bits, got {bits}"
+            ),
+            Self::InvalidNetwork { input, reason } => {
+                write!(f, "invalid address range {input:?}: {reason}")
+            }
         }
     }
 }
