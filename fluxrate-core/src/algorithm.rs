@@ -203,6 +203,8 @@ pub struct Snapshot {
     pub(crate) limit: u64,
     pub(crate) retry_after: u64,
     pub(crate) reset_after: u64,
+    /// The effective window in ns; `None` from a backend that does not report it.
+    pub(crate) window: Option<u64>,
 }
 
 impl Snapshot {
@@ -222,6 +224,7 @@ impl Snapshot {
             limit,
             retry_after,
             reset_after,
+            window: None,
         }
     }
 
@@ -248,6 +251,39 @@ impl Snapshot {
     /// How long until the key is back to a fresh, fully available state.
     pub fn reset_after(&self) -> Duration {
         Duration::from_nanos(self.reset_after)
+    }
+
+    /// The effective window of [`remaining`](Self::remaining): how long from the snapshot the
+    /// key admits no more than `remaining` unit requests, however they are spread. It is the
+    /// time at which one unit beyond `remaining` would be admitted if all of `remaining` were
+    /// used at once now (exact, in ns); the `t` of draft-ietf-httpapi-ratelimit-headers-11.
+    /// With `remaining() == 0` it equals [`retry_after`](Self::retry_after).
+    ///
+    /// Per algorithm: the token and leaky buckets, the time until the next emission (one
+    /// interval `T` when the bucket is full or empty, since using everything makes it empty);
+    /// the fixed window, the end of the current window; the sliding log, when the oldest entry
+    /// in the window leaves (one period if the log is empty); the sliding window counter, when
+    /// the previous window's weight has decayed by one unit after `remaining` more are counted.
+    ///
+    /// `None` only for snapshots taken by a remote backend that does not report it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fluxrate_core::{ManualClock, Quota, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// // 3 per minute: one token every 20 s.
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::builder(Quota::per_minute(3)).clock(clock.clone()).build().unwrap();
+    /// limiter.check().unwrap();
+    /// clock.advance(Duration::from_secs(5));
+    /// let s = limiter.peek();
+    /// // 2 left; using both now, the next token comes 15 s from now.
+    /// assert_eq!((s.remaining(), s.effective_window()), (2, Some(Duration::from_secs(15))));
+    /// ```
+    pub fn effective_window(&self) -> Option<Duration> {
+        self.window.map(Duration::from_nanos)
     }
 
     /// The limiter time (ns since its clock's epoch) of the snapshot.

@@ -168,12 +168,25 @@ impl Gcra {
         // A unit request conforms once max(TAT, t) + T − t ≤ b·T, i.e. t ≥ TAT + T − b·T.
         let retry_after = (u128::from(tat) + u128::from(self.t))
             .saturating_sub(u128::from(now) + u128::from(self.bt));
+        let reset_after = tat.saturating_sub(now);
         Snapshot {
             at: now,
             remaining: self.remaining(base, now),
             limit: self.b,
             retry_after: u64::try_from(retry_after).unwrap_or(u64::MAX),
-            reset_after: tat.saturating_sub(now),
+            reset_after,
+            window: Some(self.effective_window(reset_after)),
+        }
+    }
+
+    /// The effective window for `r = remaining` at a TAT `R = TAT − now` ahead: a unit
+    /// conforms at `s` once `max(TAT, s) + T − s ≤ b·T`; using `r = b − ⌈R/T⌉` now moves the TAT
+    /// to `now + R + r·T`, so the next unit conforms `R + T − ⌈R/T⌉·T` from now: `R mod T` in
+    /// `(0, T]`, or `T` when `R = 0`.
+    fn effective_window(&self, reset_after: u64) -> u64 {
+        match reset_after {
+            0 => self.t,
+            r => (r - 1) % self.t + 1,
         }
     }
 

@@ -437,10 +437,18 @@ impl RateAlgorithm for SlidingWindowCounter {
                 limit: self.limit,
                 retry_after: wait,
                 reset_after: wait,
+                window: Some(wait),
             };
         }
         let view = self.view(v, now);
         let remaining = self.remaining(&view);
+        let after = |t: u128| sat(t.saturating_sub(u128::from(now)));
+        // Using every remaining unit now (`curr + remaining`, which fits), the next unit fits
+        // once the previous window's weight has decayed by one (or in the next window).
+        let used = View {
+            curr: view.curr.saturating_add(remaining),
+            ..view
+        };
         Snapshot {
             at: now,
             remaining,
@@ -448,8 +456,9 @@ impl RateAlgorithm for SlidingWindowCounter {
             retry_after: if remaining > 0 {
                 0
             } else {
-                sat(self.fits_at(&view, 1).saturating_sub(u128::from(now)))
+                after(self.fits_at(&view, 1))
             },
+            window: Some(after(self.fits_at(&used, 1))),
             reset_after: sat(self.reset_at(&view).saturating_sub(u128::from(now))),
         }
     }

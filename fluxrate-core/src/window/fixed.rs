@@ -196,11 +196,19 @@ impl RateAlgorithm for FixedWindow {
             let next_k = (u128::from(cur) + 1 - l).div_ceil(l);
             sat((next_k * u128::from(self.w)).saturating_sub(u128::from(now)))
         };
+        // With units left, using them all now leaves the rest of this window; without, the
+        // next unit comes when the window that holds `cur` has passed.
+        let window = if remaining > 0 {
+            sat(start_of(self.div.div(now), self.w) + u128::from(self.w) - u128::from(now))
+        } else {
+            retry_after
+        };
         Snapshot {
             at: now,
             remaining: sat(remaining),
             limit: self.limit,
             retry_after,
+            window: Some(window),
             reset_after: if cur == base {
                 0
             } else {

@@ -563,20 +563,29 @@ impl RateAlgorithm for SlidingLog {
 
     fn peek(&self, state: &SlidingLogState, now: u64) -> Snapshot {
         let remaining = self.free_slots(state, now);
-        let (retry_after, reset_after) = if remaining > 0 {
-            let last = state
-                .slots()
-                .map(|s| self.leaves_at(s.load(Ordering::Acquire)))
-                .max()
-                .unwrap_or(0);
-            (0, sat(last.saturating_sub(u128::from(now))))
+        let (retry_after, reset_after, window) = if remaining > 0 {
+            let (mut first, mut last) = (u128::MAX, 0u128);
+            for s in state.slots() {
+                let leaves = self.leaves_at(s.load(Ordering::Acquire));
+                last = last.max(leaves);
+                if leaves > u128::from(now) {
+                    first = first.min(leaves);
+                }
+            }
+            // Using every free slot now fills the log: the next unit goes in when the oldest
+            // entry still in the window leaves, or one period from now if there is none.
+            if first == u128::MAX {
+                first = self.leaves_at(Self::stamp(now));
+            }
+            let after = |t: u128| sat(t.saturating_sub(u128::from(now)));
+            (0, after(last), after(first))
         } else {
             match self.refusal::<true>(state, now, 1) {
                 Refusal::Limited {
                     retry_after,
                     reset_after,
-                } => (retry_after, reset_after),
-                Refusal::Never => (u64::MAX, u64::MAX),
+                } => (retry_after, reset_after, retry_after),
+                Refusal::Never => (u64::MAX, u64::MAX, u64::MAX),
             }
         };
         Snapshot {
@@ -585,6 +594,7 @@ impl RateAlgorithm for SlidingLog {
             limit: self.limit,
             retry_after,
             reset_after,
+            window: Some(window),
         }
     }
 
