@@ -118,7 +118,7 @@ async fn trusted_proxy_headers_are_used_and_spoofed_ones_ignored() {
         .limit(
             "client",
             Quota::per_hour(1),
-            ForwardedIp::new(PeerIp::new(), [proxy], 1),
+            ForwardedIp::x_forwarded_for(PeerIp::new(), [proxy.into()]),
         )
         .unwrap();
     let svc = layer.layer(ok_service());
@@ -159,8 +159,8 @@ async fn trusted_proxy_headers_are_used_and_spoofed_ones_ignored() {
             );
         }
     }
-    // RFC 7239 Forwarded is read too, with IPv6 in brackets.
-    let fwd = ForwardedIp::new(PeerIp::new(), [proxy], 1);
+    // RFC 7239 Forwarded, when chosen, with IPv6 in brackets.
+    let fwd = ForwardedIp::forwarded(PeerIp::new(), [proxy.into()]);
     let mut h = http::HeaderMap::new();
     h.insert(
         "forwarded",
@@ -172,9 +172,12 @@ async fn trusted_proxy_headers_are_used_and_spoofed_ones_ignored() {
         fwd.client(proxy, &h),
         "2001:db8::1".parse::<IpAddr>().unwrap()
     );
-    // Too few entries for the configured hops: the peer itself.
-    let two_hops = ForwardedIp::new(PeerIp::new(), [proxy], 3);
-    assert_eq!(two_hops.client(proxy, &h), proxy);
+    // More hops than trusted entries: the first untrusted entry from the right.
+    let two_hops = ForwardedIp::forwarded(PeerIp::new(), [proxy.into()]).hops(3);
+    assert_eq!(
+        two_hops.client(proxy, &h),
+        "2001:db8::1".parse::<IpAddr>().unwrap()
+    );
 }
 
 #[tokio::test]
@@ -359,7 +362,7 @@ async fn axum_trusted_proxy_and_spoofing() {
         .limit(
             "client",
             Quota::per_hour(1),
-            ForwardedIp::new(connect_info(), [loopback], 1),
+            ForwardedIp::x_forwarded_for(connect_info(), [loopback.into()]),
         )
         .unwrap();
     let (addr, server) = serve(trusting).await;
@@ -377,7 +380,7 @@ async fn axum_trusted_proxy_and_spoofing() {
         .limit(
             "client",
             Quota::per_hour(1),
-            ForwardedIp::new(connect_info(), [other_proxy], 1),
+            ForwardedIp::x_forwarded_for(connect_info(), [other_proxy.into()]),
         )
         .unwrap();
     let (addr, server) = serve(untrusting).await;

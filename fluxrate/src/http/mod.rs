@@ -15,10 +15,12 @@ mod decide;
 mod headers;
 mod key;
 mod layer;
+mod net;
 mod service;
 
-pub use client_ip::{ForwardedIp, PeerIp};
+pub use client_ip::{ForwardedHeader, ForwardedIp, PeerIp};
 pub use decide::Decision;
 pub use key::{Global, Header, KeyExtractor, RequestInfo, RequestKey, MAX_KEY_LEN};
 pub use layer::RateLimitLayer;
+pub use net::IpNet;
 pub use service::{RateLimit, ResponseFuture};
