@@ -14,12 +14,16 @@
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
-use fluxrate::http::RateLimitLayer;
-use http::HeaderMap;
+use fluxrate::http::{
+    ForwardedIp, IpNet, KeyExtractor, PeerIp, RateLimitLayer, RequestInfo, RequestKey,
+};
+use fluxrate::Quota;
+use http::{HeaderMap, HeaderName};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -431,6 +435,120 @@ fn dechunk(mut s: &str) -> String {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------------------------
+
+fn connect_info() -> PeerIp {
+    PeerIp::from_extension(|c: &ConnectInfo<SocketAddr>| c.0.ip())
+}
+
+/// nginx's address as the upstream sees it, the only trusted proxy.
+fn nginx_net() -> IpNet {
+    "127.0.0.1".parse().unwrap()
+}
+
+/// One way to read the client behind nginx: a header nginx writes, the location that writes
+/// it, and the extractor.
+#[derive(Clone, Copy)]
+struct Via {
+    name: &'static str,
+    path: &'static str,
+    extractor: fn() -> ForwardedIp,
+}
+
+/// The three headers nginx writes (in its docs' setup, plus its own `Forwarded` element on
+/// `/forwarded/`), each read by the extractor made for it.
+const VIAS: [Via; 3] = [
+    Via {
+        name: "X-Forwarded-For",
+        path: "/",
+        extractor: || ForwardedIp::x_forwarded_for(connect_info(), [nginx_net()]),
+    },
+    Via {
+        name: "X-Real-IP",
+        path: "/",
+        extractor: || {
+            ForwardedIp::single(
+                connect_info(),
+                HeaderName::from_static("x-real-ip"),
+                [nginx_net()],
+            )
+        },
+    },
+    Via {
+        name: "Forwarded",
+        path: "/forwarded/",
+        extractor: || ForwardedIp::forwarded(connect_info(), [nginx_net()]),
+    },
+];
+
+/// The keys a limit used, in request order.
+type Keys = Arc<Mutex<Vec<RequestKey>>>;
+
+/// A layer with one limit, `Quota::per_hour(1)` keyed by `extractor`, and a record of the key
+/// of every request it decided.
+fn one_per_hour(extractor: impl KeyExtractor) -> (RateLimitLayer, Keys) {
+    let keys = Keys::default();
+    let record = keys.clone();
+    let spy = move |req: &RequestInfo<'_>| {
+        let key = extractor.key(req);
+        record
+            .lock()
+            .unwrap()
+            .push(key.clone().unwrap_or(RequestKey::Unknown));
+        key
+    };
+    let layer = RateLimitLayer::new()
+        .limit("per-client", Quota::per_hour(1), spy)
+        .unwrap();
+    (layer, keys)
+}
+
+fn ip_key(ip: &str) -> RequestKey {
+    RequestKey::Ip(ip.parse().unwrap())
+}
+
+/// Forged forwarding headers, a different set for each request: other addresses, lists, the
+/// trusted proxy's own address, IPv6 with ports and quotes, garbage and unbalanced quotes,
+/// and several field lines of each.
+const FORGERIES: [&[(&str, &str)]; 7] = [
+    &[
+        ("Forwarded", "for=198.51.100.1"),
+        ("X-Forwarded-For", "203.0.113.1"),
+        ("X-Real-IP", "192.0.2.1"),
+    ],
+    &[
+        ("Forwarded", "for=198.51.100.2, for=198.51.100.3"),
+        ("X-Forwarded-For", "203.0.113.2, 203.0.113.3"),
+        ("X-Real-IP", "192.0.2.2"),
+    ],
+    &[
+        ("Forwarded", "for=127.0.0.1"),
+        ("X-Forwarded-For", "127.0.0.1"),
+        ("X-Real-IP", "127.0.0.1"),
+    ],
+    &[
+        ("Forwarded", "for=\"[2001:db8::1]:4711\";proto=https"),
+        ("X-Forwarded-For", "[2001:db8::2]:80"),
+        ("X-Real-IP", "2001:db8::3"),
+    ],
+    &[
+        ("Forwarded", "for=\"198.51.100.9"),
+        ("X-Forwarded-For", "203.0.113.9, , garbage,"),
+        ("X-Real-IP", "not-an-address"),
+    ],
+    &[
+        ("Forwarded", "for=198.51.100.10"),
+        ("Forwarded", "for=198.51.100.11"),
+        ("X-Forwarded-For", "203.0.113.10"),
+        ("X-Forwarded-For", "203.0.113.11"),
+        ("X-Real-IP", "192.0.2.10"),
+        ("X-Real-IP", "192.0.2.11"),
+    ],
+    &[],
+];
+
 /// The tests, in one module so that `.ci/test` can leave them out of the `--all-features` run
 /// (`-- --skip behind_nginx::`) after running them with `--features tower`.
 mod behind_nginx {
@@ -517,5 +635,183 @@ mod behind_nginx {
             r.header("server").is_some_and(|s| s.starts_with("nginx")),
             "{r:?}"
         );
+    }
+
+    /// (a) Behind nginx, forged `Forwarded`, `X-Forwarded-For` and `X-Real-IP` headers cannot
+    /// change a client's key, whichever of the three headers nginx writes the limit reads: the
+    /// first request (already forged) gets 200, every further one, each with other forged
+    /// values, 429, and every request was keyed by the client's real address. Another client
+    /// still gets 200: the 429s were this client's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_headers_cannot_change_the_key_behind_nginx() {
+        let Some(binary) = prerequisites("forged_headers_cannot_change_the_key_behind_nginx")
+        else {
+            return;
+        };
+        for via in VIAS {
+            let (layer, keys) = one_per_hour((via.extractor)());
+            let upstream = Upstream::start("127.0.0.1:0".parse().unwrap(), Some(layer)).await;
+            let nginx = Nginx::start(&binary, upstream.target());
+            let mut statuses = Vec::new();
+            for forged in FORGERIES {
+                let r = get_from(CLIENT_A, nginx.v4, via.path, forged).await;
+                if r.status == 429 {
+                    // The refusal comes back through nginx with its Retry-After.
+                    assert!(r.header("retry-after").is_some(), "{r:?}");
+                }
+                statuses.push(r.status);
+            }
+            assert_eq!(
+                statuses,
+                [200, 429, 429, 429, 429, 429, 429],
+                "via {}",
+                via.name
+            );
+            assert_eq!(
+                *keys.lock().unwrap(),
+                vec![ip_key("127.0.0.2"); FORGERIES.len()],
+                "via {}",
+                via.name
+            );
+            let r = get_from(CLIENT_B, nginx.v4, via.path, FORGERIES[0]).await;
+            assert_eq!(r.status, 200, "via {}: {r:?}", via.name);
+        }
+    }
+
+    /// (b) Two real clients (127.0.0.2 and 127.0.0.3) behind nginx get separate buckets: both
+    /// get 200 first, then both 429, each keyed by its own address, whichever header nginx
+    /// writes is read. Keyed by the peer instead, both count against nginx's address: the
+    /// second client's first request already gets 429.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_clients_behind_nginx_get_separate_buckets() {
+        let Some(binary) = prerequisites("two_clients_behind_nginx_get_separate_buckets") else {
+            return;
+        };
+        for via in VIAS {
+            let (layer, keys) = one_per_hour((via.extractor)());
+            let upstream = Upstream::start("127.0.0.1:0".parse().unwrap(), Some(layer)).await;
+            let nginx = Nginx::start(&binary, upstream.target());
+            let mut statuses = Vec::new();
+            for client in [CLIENT_A, CLIENT_B, CLIENT_A, CLIENT_B] {
+                statuses.push(get_from(client, nginx.v4, via.path, &[]).await.status);
+            }
+            assert_eq!(statuses, [200, 200, 429, 429], "via {}", via.name);
+            let (a, b) = (ip_key("127.0.0.2"), ip_key("127.0.0.3"));
+            assert_eq!(
+                *keys.lock().unwrap(),
+                [a.clone(), b.clone(), a, b],
+                "via {}",
+                via.name
+            );
+        }
+
+        let (layer, keys) = one_per_hour(connect_info());
+        let upstream = Upstream::start("127.0.0.1:0".parse().unwrap(), Some(layer)).await;
+        let nginx = Nginx::start(&binary, upstream.target());
+        let a = get_from(CLIENT_A, nginx.v4, "/", &[]).await;
+        let b = get_from(CLIENT_B, nginx.v4, "/", &[]).await;
+        assert_eq!((a.status, b.status), (200, 429), "{a:?} {b:?}");
+        assert_eq!(
+            *keys.lock().unwrap(),
+            [ip_key("127.0.0.1"), ip_key("127.0.0.1")]
+        );
+    }
+
+    /// (c) An IPv6 client on `[::1]` through nginx's `[::1]` listener is keyed by its /64
+    /// (`::/64`, the key `::`), and with `ipv6_prefix(128)` by its address; forged headers do
+    /// not move it out of its bucket, and the IPv4 clients of the same nginx keep theirs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ipv6_client_through_nginx_is_keyed_by_its_64() {
+        let Some(binary) = prerequisites("ipv6_client_through_nginx_is_keyed_by_its_64") else {
+            return;
+        };
+        for (bits, key) in [(64, "::"), (128, "::1")] {
+            for via in VIAS {
+                let extractor = (via.extractor)().ipv6_prefix(bits).unwrap();
+                let (layer, keys) = one_per_hour(extractor);
+                let upstream = Upstream::start("127.0.0.1:0".parse().unwrap(), Some(layer)).await;
+                let nginx = Nginx::start(&binary, upstream.target());
+                let mut statuses = Vec::new();
+                for forged in [&[][..], FORGERIES[3], FORGERIES[0]] {
+                    statuses.push(
+                        get_from(LOOPBACK_V6, nginx.v6, via.path, forged)
+                            .await
+                            .status,
+                    );
+                }
+                let v4 = get_from(CLIENT_A, nginx.v4, via.path, &[]).await;
+                statuses.push(v4.status);
+                assert_eq!(statuses, [200, 429, 429, 200], "/{bits} via {}", via.name);
+                assert_eq!(
+                    *keys.lock().unwrap(),
+                    [ip_key(key), ip_key(key), ip_key(key), ip_key("127.0.0.2")],
+                    "/{bits} via {}",
+                    via.name
+                );
+            }
+        }
+    }
+
+    /// (c) An axum server bound on `[::]` (dual-stack) sees nginx's IPv4 connection as
+    /// `::ffff:127.0.0.1`, which still matches the trusted `127.0.0.1`: the clients behind
+    /// nginx (127.0.0.2, 127.0.0.3 and `::1`) stay separate, keyed by their canonical
+    /// addresses, whichever header is read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dual_stack_upstream_still_trusts_nginx_and_keeps_clients_apart() {
+        let test = "dual_stack_upstream_still_trusts_nginx_and_keeps_clients_apart";
+        let Some(binary) = prerequisites(test) else {
+            return;
+        };
+        for via in VIAS {
+            let (layer, keys) = one_per_hour((via.extractor)());
+            let upstream = Upstream::start("[::]:0".parse().unwrap(), Some(layer)).await;
+            let nginx = Nginx::start(&binary, upstream.target());
+            let first = get_from(CLIENT_A, nginx.v4, via.path, &[]).await;
+            assert_eq!(first.echoed("peer"), ["::ffff:127.0.0.1"], "{first:?}");
+            let mut statuses = vec![first.status];
+            for (client, to) in [
+                (CLIENT_B, nginx.v4),
+                (LOOPBACK_V6, nginx.v6),
+                (CLIENT_A, nginx.v4),
+                (CLIENT_B, nginx.v4),
+                (LOOPBACK_V6, nginx.v6),
+            ] {
+                statuses.push(get_from(client, to, via.path, &[]).await.status);
+            }
+            assert_eq!(statuses, [200, 200, 200, 429, 429, 429], "via {}", via.name);
+            let want: Vec<RequestKey> = ["127.0.0.2", "127.0.0.3", "::"]
+                .repeat(2)
+                .into_iter()
+                .map(ip_key)
+                .collect();
+            assert_eq!(*keys.lock().unwrap(), want, "via {}", via.name);
+        }
+    }
+
+    /// The other side of choosing the header explicitly: on `/`, nginx (as its docs configure
+    /// it) writes `X-Forwarded-For` and `X-Real-IP` but passes the client's `Forwarded`
+    /// through untouched, so a limit that reads `Forwarded` there is keyed by whatever the
+    /// client wrote: every forged value is a fresh bucket. Read the header your proxy writes
+    /// (`ForwardedHeader` docs); this test pins why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reading_a_header_nginx_does_not_write_lets_the_client_choose() {
+        let test = "reading_a_header_nginx_does_not_write_lets_the_client_choose";
+        let Some(binary) = prerequisites(test) else {
+            return;
+        };
+        let (layer, keys) = one_per_hour(ForwardedIp::forwarded(connect_info(), [nginx_net()]));
+        let upstream = Upstream::start("127.0.0.1:0".parse().unwrap(), Some(layer)).await;
+        let nginx = Nginx::start(&binary, upstream.target());
+        let mut statuses = Vec::new();
+        for i in 1..=3 {
+            let forged = format!("for=198.51.100.{i}");
+            let r = get_from(CLIENT_A, nginx.v4, "/", &[("Forwarded", &forged)]).await;
+            statuses.push(r.status);
+        }
+        assert_eq!(statuses, [200, 200, 200]);
+        let want: Vec<RequestKey> = (1..=3)
+            .map(|i| ip_key(&format!("198.51.100.{i}")))
+            .collect();
+        assert_eq!(*keys.lock().unwrap(), want);
     }
 }
