@@ -358,6 +358,40 @@ fn forwarded_elements() {
 }
 
 #[test]
+fn a_quoted_value_the_proxy_copied_from_the_request_cannot_add_a_for() {
+    // HAProxy `option forwarded host` quotes the request's Host into the proxy's own element;
+    // a Host of `x, for=6.6.6.6;a=` is a valid reg-name.
+    let peer = ip("10.0.0.9");
+    let fwd = ForwardedIp::forwarded(PeerIp::new(), [net("10.0.0.9")]);
+    let client = |value: &[u8]| fwd.client(peer, &headers(&[("forwarded", value)]));
+    for (element, want) in [
+        (
+            b"for=203.0.113.5;host=\"x, for=6.6.6.6;a=\"".as_slice(),
+            "203.0.113.5",
+        ),
+        (b"host=\"x, for=6.6.6.6;a=\";for=203.0.113.5", "203.0.113.5"),
+        (b"for=203.0.113.5;host=\"a;for=6.6.6.6\"", "203.0.113.5"),
+        // Escaped quotes stay inside the string.
+        (
+            b"host=\"a\\\", for=6.6.6.6;b=\\\"\";for=203.0.113.5",
+            "203.0.113.5",
+        ),
+        // An escaped backslash does not escape the closing quote.
+        (
+            b"for=6.6.6.6, for=203.0.113.5;host=\"a\\\\\"",
+            "203.0.113.5",
+        ),
+    ] {
+        assert_eq!(
+            client(element),
+            ip(want),
+            "{:?}",
+            String::from_utf8_lossy(element)
+        );
+    }
+}
+
+#[test]
 fn a_single_address_header() {
     let peer = ip("10.0.0.9");
     let real_ip = ForwardedIp::single(
@@ -546,7 +580,33 @@ fn proxy_entry() -> impl Strategy<Value = (String, String)> {
         (0u16..4).prop_map(|i| format!("2001:db8:ff::{i}")),
         (0u16..4).prop_map(|i| format!("2001:db8:1::{i}")),
     ];
-    (addr, any::<bool>(), 0u8..3).prop_map(|(a, port, params)| {
+    // A Host the client chose, which the proxy quotes into its own element (with escapes).
+    let host = proptest::collection::vec(
+        prop_oneof![
+            Just('a'),
+            Just(','),
+            Just(';'),
+            Just('='),
+            Just('"'),
+            Just('\\'),
+            Just(' '),
+            Just('6'),
+            Just('.'),
+        ],
+        0..16,
+    )
+    .prop_map(|chars| {
+        let mut quoted = String::from("\"");
+        for c in chars {
+            if matches!(c, '"' | '\\') {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        quoted.push('"');
+        quoted
+    });
+    (addr, any::<bool>(), 0u8..4, host).prop_map(|(a, port, params, host)| {
         let v6 = a.contains(':');
         let (xff, node) = match (v6, port) {
             (false, false) => (a.clone(), a),
@@ -557,7 +617,8 @@ fn proxy_entry() -> impl Strategy<Value = (String, String)> {
         let fwd = match params {
             0 => format!("for={node}"),
             1 => format!("for={node};proto=https"),
-            _ => format!("by=10.0.0.1;FOR={node}"),
+            2 => format!("by=10.0.0.1;FOR={node}"),
+            _ => format!("for={node};host={host}"),
         };
         (xff, fwd)
     })

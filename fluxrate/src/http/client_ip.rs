@@ -5,7 +5,7 @@ use super::key::{KeyExtractor, RequestInfo, RequestKey};
 use super::net::{IpNet, Prefixes};
 use crate::ConfigError;
 use ::http::header::{HeaderName, FORWARDED};
-use ::http::{Extensions, HeaderMap};
+use ::http::{Extensions, HeaderMap, HeaderValue};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -168,7 +168,8 @@ pub enum ForwardedHeader {
 /// 3. **From the right, one entry at a time.** Each proxy appends the address it received the
 ///    request from, so the rightmost entries are the trusted ones and everything to their left
 ///    was written by the client. Field lines are read last first and split on `,` from the
-///    right, over the raw bytes (no allocation); each entry is decoded on its own, and no
+///    right (for `Forwarded`, not inside quoted strings, so a proxy's quoted `host="…"` stays
+///    one element), over the raw bytes (no allocation); each entry is decoded on its own, and no
 ///    entry further left than needed is looked at. Whatever the client wrote to the left
 ///    (non-ASCII bytes, `Forwarded` elements without `for=`, garbage, forged addresses) cannot
 ///    change the result.
@@ -309,11 +310,9 @@ impl ForwardedIp {
             return peer;
         }
         let walked = match &self.header {
-            ForwardedHeader::XForwardedFor => {
-                self.walk(entries(headers, &X_FORWARDED_FOR).map(xff_entry))
-            }
+            ForwardedHeader::XForwardedFor => self.walk(xff_entries(headers).map(xff_entry)),
             ForwardedHeader::Forwarded => {
-                self.walk(entries(headers, &FORWARDED).map(forwarded_element))
+                self.walk(forwarded_elements(headers).map(forwarded_element))
             }
             ForwardedHeader::Single(name) => self.walk(std::iter::once(single(headers, name))),
         };
@@ -347,15 +346,69 @@ impl KeyExtractor for ForwardedIp {
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The comma-separated entries of every `name` field line, right to left: the last line
-/// first, each split on `,` from its end. Borrowed slices of the raw bytes, nothing
-/// allocated, nothing decoded.
-fn entries<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+/// The raw bytes of every `name` field line, the last line first.
+fn lines<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
     headers
         .get_all(name)
         .iter()
         .rev()
-        .flat_map(|line| line.as_bytes().rsplit(|&b| b == b','))
+        .map(HeaderValue::as_bytes)
+}
+
+/// The `X-Forwarded-For` entries, right to left: the last line first, each split on `,` from
+/// its end. Borrowed slices of the raw bytes, nothing allocated, nothing decoded.
+fn xff_entries(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    lines(headers, &X_FORWARDED_FOR).flat_map(|line| line.rsplit(|&b| b == b','))
+}
+
+/// The `Forwarded` elements, right to left: the last line first, each split on the commas
+/// outside quoted strings, from its end. A proxy that quotes a value it copied from the
+/// request (HAProxy's `option forwarded host`: `host="x, for=6.6.6.6;a="`) keeps its element
+/// whole, so no comma or semicolon the client put in that value can start a `for=` of its own.
+fn forwarded_elements(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    lines(headers, &FORWARDED).flat_map(|line| Unquoted::split(line, b','))
+}
+
+/// The pieces of a byte string between `sep` bytes outside quoted strings (RFC 9110
+/// `quoted-string`, with `\`-escapes), right to left, borrowed. Scanning stops at the first
+/// separator found, so a piece costs only its own bytes: an unbalanced quote further left
+/// (written by the client) is never reached while the pieces to its right are well formed.
+struct Unquoted<'a> {
+    rest: Option<&'a [u8]>,
+    sep: u8,
+}
+
+impl<'a> Unquoted<'a> {
+    fn split(bytes: &'a [u8], sep: u8) -> Self {
+        Self {
+            rest: Some(bytes),
+            sep,
+        }
+    }
+}
+
+impl<'a> Iterator for Unquoted<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let bytes = self.rest?;
+        let mut quoted = false;
+        for (i, &b) in bytes.iter().enumerate().rev() {
+            if b == b'"' && !escaped(&bytes[..i]) {
+                quoted = !quoted;
+            } else if b == self.sep && !quoted {
+                self.rest = Some(&bytes[..i]);
+                return Some(&bytes[i + 1..]);
+            }
+        }
+        self.rest = None;
+        Some(bytes)
+    }
+}
+
+/// Whether the byte after `before` is escaped: preceded by an odd number of backslashes.
+fn escaped(before: &[u8]) -> bool {
+    before.iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
 
 /// `bytes` without leading and trailing spaces and tabs.
@@ -417,13 +470,13 @@ fn xff_entry(entry: &[u8]) -> Option<IpAddr> {
     v4_with_port(s)
 }
 
-/// The address in the `for=` parameter of one `Forwarded` element (`;`-separated pairs,
-/// the parameter name in any case, the value optionally quoted): `v4`, `v4:port`, `[v6]` or
-/// `[v6]:port`. No `for=`, two of them, `unknown`, an obfuscated `_identifier` or anything
-/// else: unusable.
+/// The address in the `for=` parameter of one `Forwarded` element (pairs separated by `;`
+/// outside quoted strings, the parameter name in any case, the value optionally quoted):
+/// `v4`, `v4:port`, `[v6]` or `[v6]:port`. No `for=`, two of them, `unknown`, an obfuscated
+/// `_identifier` or anything else: unusable.
 fn forwarded_element(element: &[u8]) -> Option<IpAddr> {
     let mut found = None;
-    for pair in element.split(|&b| b == b';') {
+    for pair in Unquoted::split(element, b';') {
         let Some(eq) = pair.iter().position(|&b| b == b'=') else {
             continue;
         };
