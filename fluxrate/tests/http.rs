@@ -6,7 +6,7 @@ use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
 use fluxrate::http::{Decision, ForwardedIp, Global, Header, PeerIp, RateLimitLayer, RequestKey};
-use fluxrate::{Quota, RateLimiter};
+use fluxrate::{ManualClock, Quota, RateLimiter};
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use std::convert::Infallible;
@@ -61,8 +61,15 @@ fn header<'a>(r: &'a Response<String>, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn n_pass_then_429_with_retry_after_and_ratelimit_fields() {
+    // A manual clock: the numbers are exact (with a real one, `t` is 19 s and some fraction,
+    // rounded down to 19).
+    let limiter = RateLimiter::builder(Quota::per_minute(3))
+        .clock(ManualClock::new())
+        .keyed::<RequestKey>()
+        .build()
+        .unwrap();
     let layer = RateLimitLayer::new()
-        .limit("per-ip", Quota::per_minute(3), PeerIp::new())
+        .limiter("per-ip", Arc::new(limiter), PeerIp::new())
         .unwrap()
         .legacy_headers(true);
     let svc = layer.layer(ok_service());
@@ -70,14 +77,19 @@ async fn n_pass_then_429_with_retry_after_and_ratelimit_fields() {
         let r = svc.clone().oneshot(req_from([10, 0, 0, 1])).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(header(&r, "ratelimit-policy"), "\"per-ip\";q=3;w=60");
-        assert!(header(&r, "ratelimit").starts_with(&format!("\"per-ip\";r={remaining};t=")));
+        // Draft-11: within t = 20 s (the next token) no more than r can be used.
+        assert_eq!(
+            header(&r, "ratelimit"),
+            format!("\"per-ip\";r={remaining};t=20")
+        );
         assert_eq!(header(&r, "x-ratelimit-remaining"), remaining.to_string());
     }
     let r = svc.clone().oneshot(req_from([10, 0, 0, 1])).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     // T = 20 s: the next request may go in 20 s (rounded up to whole seconds, never 0).
     assert_eq!(header(&r, "retry-after"), "20");
-    assert_eq!(header(&r, "ratelimit"), "\"per-ip\";r=0;t=60");
+    // Nothing left, and the next token comes in 20 s (draft-10's reset said 60).
+    assert_eq!(header(&r, "ratelimit"), "\"per-ip\";r=0;t=20");
     assert_eq!(r.body(), "Too Many Requests\n");
     assert_eq!(
         r.extensions()
@@ -208,6 +220,7 @@ async fn several_limits_are_all_or_nothing() {
             per_user.clone(),
             Header(HeaderName::from_static("x-user")),
         )
+        .unwrap()
         .limit("global", Quota::per_hour(2), Global)
         .unwrap();
     let svc = layer.layer(ok_service());
@@ -269,8 +282,10 @@ async fn exemptions_and_costs() {
         .oneshot(Request::get("/x").body(()).unwrap())
         .await
         .unwrap();
-    // 9 of 10 used, one back every 360 s: full again in 3,240 s.
-    assert_eq!(header(&r, "ratelimit"), "\"g\";r=1;t=3240");
+    // 9 of 10 used, one back every 360 s: the next within 360 s (a real clock has moved a
+    // little since the first request: 359 once rounded down).
+    let rl = header(&r, "ratelimit");
+    assert!(["\"g\";r=1;t=359", "\"g\";r=1;t=360"].contains(&rl), "{rl}");
 }
 
 /// Serve `layer` around a one-route axum app on a free loopback port.
@@ -348,7 +363,12 @@ async fn axum_server_end_to_end() {
     let (headers, body) = last.unwrap();
     assert_eq!(headers["retry-after"], "30");
     assert_eq!(headers["ratelimit-policy"], "\"per-ip\";q=2;w=60");
-    assert_eq!(headers["ratelimit"], "\"per-ip\";r=0;t=60");
+    // The next token in just under 30 s: t = 29 (rounded down) or 30.
+    let rl = headers["ratelimit"].to_str().unwrap();
+    assert!(
+        ["\"per-ip\";r=0;t=29", "\"per-ip\";r=0;t=30"].contains(&rl),
+        "{rl}"
+    );
     assert_eq!(&body[..], b"Too Many Requests\n");
     server.abort();
 }
@@ -415,6 +435,7 @@ async fn axum_dry_run_and_all_or_nothing() {
             per_user.clone(),
             Header(HeaderName::from_static("x-user")),
         )
+        .unwrap()
         .limit("global", Quota::per_hour(1), Global)
         .unwrap();
     let (addr, server) = serve(both).await;

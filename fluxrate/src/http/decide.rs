@@ -1,18 +1,50 @@
-//! Deciding one request against every limit of a layer, all or nothing, and the
-//! [`Decision`] it leaves on the response.
+//! Deciding one request against every limit of a layer, all or nothing: each limit's outcome,
+//! its header numbers, what it took (given back when a later limit refuses, or when a shaped
+//! request is dropped while it waits).
 
-use super::headers::{ceil_secs, Numbers};
+use super::decision::{DecidedBy, LimitDecision};
+use super::headers::{bucket_current, Current, Policy};
 use super::key::{KeyExtractor, RequestInfo, RequestKey};
 use super::layer::Config;
-use crate::{Admitted, Denied, RateLimiter};
-use ::http::StatusCode;
+use crate::{Admitted, Algorithm, Clock, Denied, RateLimited, RateLimiter, Snapshot};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What the layer needs of an in-process limiter, whatever its clock and hasher.
+pub(super) trait LocalLimiter: Send + Sync {
+    fn check(&self, key: &RequestKey, n: u64) -> Result<Admitted, Denied>;
+    fn reserve(&self, key: &RequestKey, n: u64, max_wait: Duration) -> Result<Admitted, Denied>;
+    fn peek(&self, key: &RequestKey) -> Snapshot;
+    fn cancel(&self, key: &RequestKey, admitted: &Admitted) -> bool;
+}
+
+impl<C, S> LocalLimiter for RateLimiter<RequestKey, C, S>
+where
+    C: Clock,
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    fn check(&self, key: &RequestKey, n: u64) -> Result<Admitted, Denied> {
+        self.check_key_n(key, n)
+    }
+
+    fn reserve(&self, key: &RequestKey, n: u64, max_wait: Duration) -> Result<Admitted, Denied> {
+        self.reserve_key_n(key, n, max_wait)
+    }
+
+    fn peek(&self, key: &RequestKey) -> Snapshot {
+        self.peek_key(key)
+    }
+
+    fn cancel(&self, key: &RequestKey, admitted: &Admitted) -> bool {
+        self.cancel_key(key, admitted)
+    }
+}
 
 /// Where a limit is decided.
 #[derive(Clone)]
 pub(super) enum Backend {
-    Local(Arc<RateLimiter<RequestKey>>),
+    Local(Arc<dyn LocalLimiter>),
     #[cfg(feature = "redis")]
     Redis(crate::redis::RedisRateLimiter),
 }
@@ -20,58 +52,37 @@ pub(super) enum Backend {
 /// One named limit of a layer.
 #[derive(Clone)]
 pub(super) struct Limit {
-    pub(super) name: String,
+    pub(super) name: Arc<str>,
     pub(super) backend: Backend,
-    pub(super) capacity: u64,
     pub(super) extractor: Arc<dyn KeyExtractor>,
-    pub(super) window_secs: u64,
+    pub(super) policy: Policy,
+    pub(super) algorithm: Algorithm,
+    /// Burst, queue capacity, or calls per window.
+    pub(super) capacity: u64,
+    /// The token and leaky buckets' emission interval in ns, as the backend computes it.
+    pub(super) interval: u64,
 }
 
 /// One limit's answer for one request.
 pub(super) enum Outcome {
-    Admitted(Taken),
+    Admitted {
+        taken: Taken,
+        current: Option<Current>,
+        by: DecidedBy,
+    },
     Limited {
         retry: Duration,
-        reset: u64,
+        current: Option<Current>,
+        by: DecidedBy,
     },
+    /// The cost is above the capacity: it can never pass.
+    Never { requested: u64, capacity: u64 },
     /// Redis could not decide and the limit fails closed: 503.
     #[cfg(feature = "redis")]
-    Unavailable {
-        retry: Duration,
-    },
+    Unavailable { retry: Duration },
 }
 
-impl Outcome {
-    fn local(limit: &Limit, r: Result<Admitted, Denied>) -> Self {
-        match r {
-            Ok(a) => Self::Admitted(Taken::Local(a)),
-            Err(Denied::Limited(e)) => Self::Limited {
-                retry: e.retry_after(),
-                reset: ceil_secs(e.reset_after()),
-            },
-            // A weight above the capacity never passes: say so with a long wait.
-            Err(Denied::Never(_)) => Self::Limited {
-                retry: Duration::from_secs(limit.window_secs),
-                reset: limit.window_secs,
-            },
-        }
-    }
-
-    #[cfg(feature = "redis")]
-    fn remote(limit: &Limit, d: crate::redis::Decision) -> Self {
-        use crate::redis::RedisDenied;
-        match d.result {
-            Ok(a) => Self::Admitted(Taken::Redis(a, d)),
-            Err(RedisDenied::Limited(e)) => Self::local(limit, Err(Denied::Limited(e))),
-            Err(RedisDenied::Never(e)) => Self::local(limit, Err(Denied::Never(e))),
-            Err(other) => Self::Unavailable {
-                retry: other.retry_after().unwrap_or(Duration::from_secs(1)),
-            },
-        }
-    }
-}
-
-/// What one limit took for a request, to give back if a later limit refuses it.
+/// What one limit took for a request, to give back if the request does not go through.
 pub(super) enum Taken {
     Local(Admitted),
     /// The admission and the whole decision: who decided is who gives it back.
@@ -89,66 +100,268 @@ impl Taken {
     }
 }
 
-/// The decision for one request so far: the numbers for the headers, what was taken and for
-/// which key it was decided (to give back on a refusal), and the refusal.
-#[derive(Default)]
-pub(super) struct Verdict {
-    pub(super) numbers: Vec<Numbers>,
-    pub(super) taken: Vec<(usize, RequestKey, Taken)>,
-    pub(super) refused: Option<Refused>,
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+impl Limit {
+    /// The longest queue delay of a shaping limit (a leaky bucket): `Some(None)` for no cap
+    /// beyond the queue's own, `None` for limits that do not shape.
+    fn shaper(&self, max_delay: Option<Duration>) -> Option<Option<u64>> {
+        (self.algorithm == Algorithm::LeakyBucket).then(|| max_delay.map(ns))
+    }
+
+    /// The numbers of a bucket limit whose TAT is `ahead` ns past the decision.
+    fn bucket(&self, ahead: u64, max_delay: Option<Duration>) -> Current {
+        let max_wait = self.shaper(max_delay).flatten();
+        let (r, window) = bucket_current(self.capacity, self.interval, ahead, max_wait);
+        Current {
+            r,
+            t: Some(Duration::from_nanos(window)),
+            reset: Duration::from_nanos(ahead),
+        }
+    }
+
+    /// The numbers after an admission; `peek` reads the key's state where the admission alone
+    /// does not tell them (in-process windows), `None` for a remote backend.
+    fn admitted(
+        &self,
+        a: &Admitted,
+        max_delay: Option<Duration>,
+        peek: Option<&dyn Fn() -> Snapshot>,
+    ) -> Current {
+        match self.algorithm {
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => {
+                self.bucket(ns(a.reset_after()), max_delay)
+            }
+            // After an admission `reset_after` is the end of the admission's window, and using
+            // what remains leaves nothing until then.
+            Algorithm::FixedWindow => Current {
+                r: a.remaining(),
+                t: Some(a.reset_after()),
+                reset: a.reset_after(),
+            },
+            _ => match peek {
+                Some(peek) => from_snapshot(&peek()),
+                None => Current {
+                    r: a.remaining(),
+                    t: None,
+                    reset: a.reset_after(),
+                },
+            },
+        }
+    }
+
+    /// The numbers after a refusal of `n` units.
+    fn refused(
+        &self,
+        e: &RateLimited,
+        n: u64,
+        max_delay: Option<Duration>,
+        peek: Option<&dyn Fn() -> Snapshot>,
+    ) -> Current {
+        if matches!(
+            self.algorithm,
+            Algorithm::TokenBucket | Algorithm::LeakyBucket
+        ) {
+            return self.bucket(ns(e.reset_after()), max_delay);
+        }
+        match peek {
+            Some(peek) => from_snapshot(&peek()),
+            // A unit refused: nothing is available, and one unit comes after `retry_after`.
+            None => Current {
+                r: 0,
+                t: (n == 1).then(|| e.retry_after()),
+                reset: e.reset_after(),
+            },
+        }
+    }
+
+    /// When `n` units could go through a shaper refused for its delay cap or its queue:
+    /// `max(R + n·T − b·T, R − max_wait)`.
+    fn shaper_retry(&self, e: &RateLimited, n: u64, max_wait: u64) -> Duration {
+        let ahead = u128::from(ns(e.reset_after()));
+        let (t, b) = (u128::from(self.interval), u128::from(self.capacity));
+        let by_queue = (ahead + u128::from(n) * t).saturating_sub(b * t);
+        let by_delay = ahead.saturating_sub(u128::from(max_wait));
+        Duration::from_nanos(u64::try_from(by_queue.max(by_delay)).unwrap_or(u64::MAX))
+    }
+
+    /// The outcome of an in-process decision.
+    fn local(
+        &self,
+        lim: &dyn LocalLimiter,
+        key: &RequestKey,
+        n: u64,
+        max_delay: Option<Duration>,
+    ) -> Outcome {
+        let shaper = self.shaper(max_delay);
+        let result = match shaper {
+            Some(Some(m)) => lim.reserve(key, n, Duration::from_nanos(m)),
+            _ => lim.check(key, n),
+        };
+        let peek = || lim.peek(key);
+        match result {
+            Ok(a) => Outcome::Admitted {
+                current: Some(self.admitted(&a, max_delay, Some(&peek))),
+                taken: Taken::Local(a),
+                by: DecidedBy::Local,
+            },
+            Err(Denied::Limited(e)) => Outcome::Limited {
+                retry: match shaper {
+                    Some(Some(m)) => self.shaper_retry(&e, n, m),
+                    _ => e.retry_after(),
+                },
+                current: Some(self.refused(&e, n, max_delay, Some(&peek))),
+                by: DecidedBy::Local,
+            },
+            Err(Denied::Never(e)) => Outcome::Never {
+                requested: e.requested(),
+                capacity: e.capacity(),
+            },
+        }
+    }
+
+    /// The outcome of a Redis decision (the shaper's delay cap was applied by the caller).
+    #[cfg(feature = "redis")]
+    fn remote(&self, d: crate::redis::Decision, n: u64, max_delay: Option<Duration>) -> Outcome {
+        use crate::redis::{DecidedBy as By, RedisDenied};
+        let by = match d.decided_by {
+            By::Redis => DecidedBy::Redis,
+            By::FailOpen => DecidedBy::FailOpen,
+            By::Local => DecidedBy::LocalFallback,
+            _ => DecidedBy::FailClosed,
+        };
+        match &d.result {
+            Ok(a) => {
+                let current = match by {
+                    // Fail-open admitted without counting: no numbers to tell.
+                    DecidedBy::FailOpen => None,
+                    // The fallback's numbers are its own share of the quota: `r` as it says,
+                    // no window claimed.
+                    DecidedBy::LocalFallback => Some(Current {
+                        r: a.remaining(),
+                        t: None,
+                        reset: a.reset_after(),
+                    }),
+                    _ => Some(self.admitted(a, max_delay, None)),
+                };
+                Outcome::Admitted {
+                    current,
+                    taken: Taken::Redis(*a, d.clone()),
+                    by,
+                }
+            }
+            Err(RedisDenied::Limited(e)) => Outcome::Limited {
+                retry: e.retry_after(),
+                current: Some(if by == DecidedBy::LocalFallback {
+                    Current {
+                        r: 0,
+                        t: None,
+                        reset: e.reset_after(),
+                    }
+                } else {
+                    self.refused(e, n, max_delay, None)
+                }),
+                by,
+            },
+            Err(RedisDenied::Never(e)) => Outcome::Never {
+                requested: e.requested(),
+                capacity: e.capacity(),
+            },
+            Err(other) => Outcome::Unavailable {
+                retry: other.retry_after().unwrap_or(Duration::from_secs(1)),
+            },
+        }
+    }
+}
+
+fn from_snapshot(s: &Snapshot) -> Current {
+    Current {
+        r: s.remaining(),
+        t: s.effective_window(),
+        reset: s.reset_after(),
+    }
+}
+
+/// Why a request was refused.
+pub(super) enum Refusal {
+    Limited {
+        retry: Duration,
+    },
+    Never {
+        requested: u64,
+        capacity: u64,
+    },
+    #[cfg(feature = "redis")]
+    Unavailable {
+        retry: Duration,
+    },
+}
+
+/// The refusing limit and why.
 pub(super) struct Refused {
-    pub(super) name: String,
-    pub(super) retry: Duration,
-    pub(super) status: Option<StatusCode>,
+    pub(super) index: usize,
+    pub(super) why: Refusal,
+}
+
+/// The decision for one request so far: the numbers for the headers, what was taken and for
+/// which key it was decided (to give back), who decided each limit, the refusal, and the
+/// longest shaping delay.
+#[derive(Default)]
+pub(super) struct Verdict {
+    pub(super) items: Vec<(usize, Option<Current>)>,
+    pub(super) taken: Vec<(usize, RequestKey, Taken)>,
+    pub(super) limits: Vec<LimitDecision>,
+    pub(super) refused: Option<Refused>,
+    pub(super) delay: Duration,
 }
 
 impl Verdict {
     /// Record limit `i`'s outcome, decided for `key`; false once the request is refused.
     fn record(&mut self, i: usize, limit: &Limit, key: RequestKey, outcome: Outcome) -> bool {
-        let numbers = |remaining, reset| Numbers {
+        let decided = |decided_by, admitted| LimitDecision {
             name: limit.name.clone(),
-            limit: limit.capacity,
-            window: limit.window_secs,
-            remaining,
-            reset,
+            decided_by,
+            admitted,
         };
-        let (retry, reset, status) = match outcome {
-            Outcome::Admitted(t) => {
-                let a = t.admitted();
-                self.numbers
-                    .push(numbers(a.remaining(), ceil_secs(a.reset_after())));
-                self.taken.push((i, key, t));
+        let (why, current, by) = match outcome {
+            Outcome::Admitted { taken, current, by } => {
+                self.delay = self.delay.max(taken.admitted().delay());
+                self.items.push((i, current));
+                self.limits.push(decided(by, true));
+                self.taken.push((i, key, taken));
                 return true;
             }
-            Outcome::Limited { retry, reset } => (retry, reset, None),
+            Outcome::Limited { retry, current, by } => (Refusal::Limited { retry }, current, by),
+            Outcome::Never {
+                requested,
+                capacity,
+            } => {
+                let by = match limit.backend {
+                    Backend::Local(_) => DecidedBy::Local,
+                    #[cfg(feature = "redis")]
+                    Backend::Redis(_) => DecidedBy::Redis,
+                };
+                (
+                    Refusal::Never {
+                        requested,
+                        capacity,
+                    },
+                    None,
+                    by,
+                )
+            }
             #[cfg(feature = "redis")]
-            Outcome::Unavailable { retry } => (
-                retry,
-                ceil_secs(retry),
-                Some(StatusCode::SERVICE_UNAVAILABLE),
-            ),
+            Outcome::Unavailable { retry } => {
+                (Refusal::Unavailable { retry }, None, DecidedBy::FailClosed)
+            }
         };
-        self.numbers.push(numbers(0, reset));
-        self.refused = Some(Refused {
-            name: limit.name.clone(),
-            retry,
-            status,
-        });
+        self.items.push((i, current));
+        self.limits.push(decided(by, false));
+        self.refused = Some(Refused { index: i, why });
         false
     }
-}
-
-/// The outcome for one request, added to the response's extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// Whether every limit admitted the request.
-    pub admitted: bool,
-    /// The name of the limit that refused it, if any.
-    pub refused_by: Option<String>,
-    /// Whether the layer is in dry-run mode (a refused request went through anyway).
-    pub dry_run: bool,
 }
 
 impl Config {
@@ -169,7 +382,7 @@ impl Config {
         let mut v = Verdict::default();
         for (i, (l, key)) in self.limits.iter().zip(keys).enumerate() {
             let outcome = match &l.backend {
-                Backend::Local(lim) => Outcome::local(l, lim.check_key_n(&key, n)),
+                Backend::Local(lim) => l.local(&**lim, &key, n, self.max_delay),
                 #[cfg(feature = "redis")]
                 Backend::Redis(_) => unreachable!("remote limits are decided by decide_async"),
             };
@@ -179,13 +392,37 @@ impl Config {
         }
         if v.refused.is_some() {
             // All or nothing: give back what the earlier limits took.
-            for (i, key, t) in &v.taken {
-                if let (Backend::Local(lim), Taken::Local(a)) = (&self.limits[*i].backend, t) {
-                    lim.cancel_key(key, a);
-                }
-            }
+            self.give_back_local(&v.taken);
         }
         v
+    }
+
+    /// Give back what in-process limits took (Redis admissions are left to the caller).
+    pub(super) fn give_back_local(&self, taken: &[(usize, RequestKey, Taken)]) {
+        for (i, key, t) in taken {
+            #[allow(irrefutable_let_patterns)]
+            if let (Backend::Local(lim), Taken::Local(a)) = (&self.limits[*i].backend, t) {
+                lim.cancel(key, a);
+            }
+        }
+    }
+
+    /// Give back everything taken: in-process limits, Redis, or Redis's local fallback (which
+    /// a Redis admission also charged).
+    #[cfg(feature = "redis")]
+    pub(super) async fn give_back(&self, taken: &[(usize, RequestKey, Taken)]) {
+        self.give_back_local(taken);
+        self.give_back_remote(taken).await;
+    }
+
+    /// Give back what Redis limits took.
+    #[cfg(feature = "redis")]
+    pub(super) async fn give_back_remote(&self, taken: &[(usize, RequestKey, Taken)]) {
+        for (i, key, t) in taken {
+            if let (Backend::Redis(r), Taken::Redis(_, d)) = (&self.limits[*i].backend, t) {
+                let _ = r.cancel_decision(key, d).await;
+            }
+        }
     }
 
     /// Decide a request against every limit, some of them in Redis.
@@ -195,7 +432,7 @@ impl Config {
         let mut v = Verdict::default();
         for (i, (l, mut key)) in self.limits.iter().zip(keys).enumerate() {
             let outcome = match &l.backend {
-                Backend::Local(lim) => Outcome::local(l, lim.check_key_n(&key, n)),
+                Backend::Local(lim) => l.local(&**lim, &key, n, self.max_delay),
                 Backend::Redis(r) => {
                     let mut d = r.decide_key_n(&key, n).await;
                     if let Err(RedisDenied::Invalid(_)) = d.result {
@@ -204,7 +441,19 @@ impl Config {
                         key = RequestKey::Unknown;
                         d = r.decide_key_n(&key, n).await;
                     }
-                    Outcome::remote(l, d)
+                    match (&d.result, l.shaper(self.max_delay).flatten()) {
+                        // The script queues without a cap: past the layer's, give it back and
+                        // refuse, as the in-process shaper would.
+                        (Ok(a), Some(m)) if ns(a.delay()) > m => {
+                            let _ = r.cancel_decision(&key, &d).await;
+                            Outcome::Limited {
+                                retry: Duration::from_nanos(ns(a.delay()) - m),
+                                current: Some(l.bucket(ns(a.reset_after()), self.max_delay)),
+                                by: DecidedBy::Redis,
+                            }
+                        }
+                        _ => l.remote(d, n, self.max_delay),
+                    }
                 }
             };
             if !v.record(i, l, key, outcome) {
@@ -212,19 +461,7 @@ impl Config {
             }
         }
         if v.refused.is_some() {
-            // Given back to whoever decided: the in-process limit, Redis, or Redis's local
-            // fallback (which a Redis admission also charged).
-            for (i, key, t) in &v.taken {
-                match (&self.limits[*i].backend, t) {
-                    (Backend::Local(lim), Taken::Local(a)) => {
-                        lim.cancel_key(key, a);
-                    }
-                    (Backend::Redis(r), Taken::Redis(_, d)) => {
-                        let _ = r.cancel_decision(key, d).await;
-                    }
-                    _ => {}
-                }
-            }
+            self.give_back(&v.taken).await;
         }
         v
     }

@@ -1,33 +1,117 @@
-//! The response fields: `RateLimit-Policy`, `RateLimit`, the legacy `X-RateLimit-*`.
+//! The response fields of draft-ietf-httpapi-ratelimit-headers-11 (`RateLimit-Policy`,
+//! `RateLimit`), the legacy `X-RateLimit-*`, and what they say per algorithm: the available
+//! quota `r` and the effective window `t`.
 
-use crate::Quota;
+use crate::{Algorithm, ConfigError, Quota};
 use ::http::header::{HeaderMap, HeaderName, HeaderValue};
+use std::fmt::Write as _;
 use std::time::Duration;
 
-/// One limit's numbers for the headers.
-pub(super) struct Numbers {
-    pub(super) name: String,
-    pub(super) limit: u64,
-    pub(super) window: u64,
-    pub(super) remaining: u64,
-    pub(super) reset: u64,
+/// The largest integer a structured field may carry (RFC 9651 §3.3.1: 15 digits).
+pub(super) const SF_INT_MAX: u64 = 999_999_999_999_999;
+
+/// A structured-field integer: clamped to its legal range.
+pub(super) fn sf_int(x: u64) -> u64 {
+    x.min(SF_INT_MAX)
 }
 
-pub(super) fn window_secs(quota: Quota) -> u64 {
-    quota.period().as_secs_f64().ceil().max(1.0) as u64
+/// Check that `name` can be sent as a structured-field string as it is: not empty, printable
+/// ASCII only (so that two names never render alike).
+pub(super) fn validate_name(name: &str) -> Result<(), ConfigError> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if !name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        "only printable ASCII (space to `~`) can be sent in a structured-field string"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
+/// What the `RateLimit-Policy` item of one limit says: `q` units per `w` seconds (the quota's
+/// long-run rate in whole seconds), the capacity when it differs (`fluxrate-burst`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Policy {
+    q: u64,
+    w: u64,
+    burst: Option<u64>,
+}
+
+impl Policy {
+    /// `w` is the period rounded up to whole seconds (≥ 1, as the draft forbids sub-second
+    /// windows) and `q` the calls that quota allows in `w`, rounded down.
+    pub(super) fn of(quota: Quota, algorithm: Algorithm, capacity: u64) -> Self {
+        let period = quota.period().as_nanos().max(1);
+        let w = period.div_ceil(1_000_000_000).max(1);
+        let q = u128::from(quota.calls()) * w * 1_000_000_000 / period;
+        let bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::LeakyBucket);
+        Self {
+            q: sf_int(u64::try_from(q).unwrap_or(u64::MAX)),
+            w: sf_int(u64::try_from(w).unwrap_or(u64::MAX)),
+            burst: (bucket && capacity != quota.calls()).then(|| sf_int(capacity)),
+        }
+    }
+}
+
+/// The `RateLimit` item of one limit after a decision: the available quota `r`, the effective
+/// window `t` (whole seconds, rounded down; left out when the backend cannot tell it), and,
+/// for the legacy fields, when the key is fully replenished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Current {
+    pub(super) r: u64,
+    pub(super) t: Option<Duration>,
+    pub(super) reset: Duration,
+}
+
+/// `r` and the effective window for a token or leaky bucket whose TAT is `ahead` ns past the
+/// decision, with capacity `b`, interval `t` ns and, for a shaper, a longest queue delay
+/// `max_wait` ns.
+///
+/// A unit is admitted at `s` when `max(TAT, s) + T − s ≤ b·T` (both buckets), and a shaper
+/// also needs its delay `max(TAT, s) − s ≤ max_wait`. With `R = ahead`: `r_q = b − ⌈R/T⌉`
+/// by capacity, `r_d = ⌊(max_wait − R)/T⌋ + 1` by delay (0 if `R > max_wait`), `r = min`.
+/// Using `r` now moves the TAT to `now + R + r·T`; the next unit then fits by capacity after
+/// `Δ_q = R + T − ⌈R/T⌉·T` (`R mod T` in `(0, T]`, `T` at `R = 0`) when `r = r_q` (else at
+/// once), and by delay after `R + r·T − max_wait`: the window is the later of the two.
+pub(super) fn bucket_current(b: u64, t: u64, ahead: u64, max_wait: Option<u64>) -> (u64, u64) {
+    let t = t.max(1);
+    let r_q = b.saturating_sub(ahead.div_ceil(t));
+    let delta_q = match ahead {
+        0 => t,
+        a => (a - 1) % t + 1,
+    };
+    let Some(m) = max_wait else {
+        return (r_q, delta_q);
+    };
+    let r_d = if ahead > m { 0 } else { (m - ahead) / t + 1 };
+    let r = r_q.min(r_d);
+    let by_delay =
+        (u128::from(ahead) + u128::from(r) * u128::from(t)).saturating_sub(u128::from(m));
+    let by_delay = u64::try_from(by_delay).unwrap_or(u64::MAX);
+    let window = if r == r_q {
+        delta_q.max(by_delay)
+    } else {
+        by_delay
+    };
+    (r, window)
+}
+
+/// Whole seconds, rounded up.
 pub(super) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// A header value from text the layer built (ASCII only: never fails in practice).
 pub(super) fn header_value(s: String) -> HeaderValue {
     HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// A structured-field string (names are quoted; `"` and `\` escaped).
-pub(super) fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// A structured-field string: quoted, `"` and `\` escaped (names are validated printable
+/// ASCII; anything else is dropped, which validation makes unreachable).
+pub(super) fn sf_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars().filter(|c| (' '..='~').contains(c)) {
         if c == '"' || c == '\\' {
@@ -36,45 +120,155 @@ pub(super) fn sf_string(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
-pub(super) fn write_headers(headers: &mut HeaderMap, numbers: &[Numbers], legacy: bool) {
-    if numbers.is_empty() {
+/// One limit's share of the fields.
+pub(super) struct Item<'a> {
+    pub(super) name: &'a str,
+    pub(super) policy: Policy,
+    pub(super) current: Option<Current>,
+}
+
+/// Write `RateLimit-Policy` (every limit checked), `RateLimit` (those with numbers: a
+/// fail-open limit has none), and optionally `X-RateLimit-*` (the most restrictive limit:
+/// fewest remaining, then the longest reset).
+pub(super) fn write_headers(
+    headers: &mut HeaderMap,
+    items: &[Item<'_>],
+    unit: Option<&str>,
+    legacy: bool,
+) {
+    if items.is_empty() {
         return;
     }
-    let policy = numbers
-        .iter()
-        .map(|n| format!("{};q={};w={}", sf_string(&n.name), n.limit, n.window))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let current = numbers
-        .iter()
-        .map(|n| format!("{};r={};t={}", sf_string(&n.name), n.remaining, n.reset))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut policy = String::new();
+    let mut current = String::new();
+    for it in items {
+        if !policy.is_empty() {
+            policy.push_str(", ");
+        }
+        sf_string(&mut policy, it.name);
+        let _ = write!(policy, ";q={}", it.policy.q);
+        if let Some(u) = unit {
+            policy.push_str(";qu=");
+            sf_string(&mut policy, u);
+        }
+        let _ = write!(policy, ";w={}", it.policy.w);
+        if let Some(b) = it.policy.burst {
+            let _ = write!(policy, ";fluxrate-burst={b}");
+        }
+        if let Some(c) = it.current {
+            if !current.is_empty() {
+                current.push_str(", ");
+            }
+            sf_string(&mut current, it.name);
+            let _ = write!(current, ";r={}", sf_int(c.r));
+            if let Some(t) = c.t {
+                let _ = write!(current, ";t={}", sf_int(t.as_secs()));
+            }
+        }
+    }
     headers.insert(
         HeaderName::from_static("ratelimit-policy"),
         header_value(policy),
     );
-    headers.insert(HeaderName::from_static("ratelimit"), header_value(current));
+    if !current.is_empty() {
+        headers.insert(HeaderName::from_static("ratelimit"), header_value(current));
+    }
     if legacy {
-        // The most restrictive limit: fewest remaining, then the longest reset.
-        let n = numbers
+        let most = items
             .iter()
-            .min_by_key(|n| (n.remaining, u64::MAX - n.reset))
-            .expect("not empty");
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-limit"),
-            header_value(n.limit.to_string()),
+            .filter_map(|it| it.current.map(|c| (it, c)))
+            .min_by_key(|(_, c)| (c.r, core::cmp::Reverse(c.reset)));
+        if let Some((it, c)) = most {
+            let limit = it.policy.burst.unwrap_or(it.policy.q);
+            let set = |h: &mut HeaderMap, name, v: u64| {
+                h.insert(
+                    HeaderName::from_static(name),
+                    header_value(sf_int(v).to_string()),
+                );
+            };
+            set(headers, "x-ratelimit-limit", limit);
+            set(headers, "x-ratelimit-remaining", c.r);
+            set(headers, "x-ratelimit-reset", ceil_secs(c.reset));
+        }
+    }
+}
+
+/// A JSON string (names are printable ASCII; `"` and `\` escaped).
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// An RFC 9457 problem details body (`application/problem+json`) with the draft's
+/// `violated-policies` member.
+pub(super) fn problem_json(
+    kind: &str,
+    title: &str,
+    status: u16,
+    detail: &str,
+    violated: &str,
+) -> String {
+    let mut out = String::from("{\"type\":");
+    if kind == "about:blank" {
+        json_string(&mut out, kind);
+    } else {
+        json_string(
+            &mut out,
+            &format!("https://iana.org/assignments/http-problem-types#{kind}"),
         );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-remaining"),
-            header_value(n.remaining.to_string()),
-        );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-reset"),
-            header_value(n.reset.to_string()),
-        );
+    }
+    out.push_str(",\"title\":");
+    json_string(&mut out, title);
+    let _ = write!(out, ",\"status\":{status},\"detail\":");
+    json_string(&mut out, detail);
+    out.push_str(",\"violated-policies\":[");
+    json_string(&mut out, violated);
+    out.push_str("]}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_numbers() {
+        // 3 per minute (T = 20 s), burst 3, the TAT 25 s ahead: 1 left, the next after 5 s.
+        let s = 1_000_000_000;
+        assert_eq!(bucket_current(3, 20 * s, 25 * s, None), (1, 5 * s));
+        assert_eq!(bucket_current(3, 20 * s, 0, None), (3, 20 * s));
+        assert_eq!(bucket_current(3, 20 * s, 40 * s, None), (1, 20 * s));
+        assert_eq!(bucket_current(3, 20 * s, 60 * s, None), (0, 20 * s));
+        // A shaper with a 20 s cap: from a queue 25 s ahead no unit can go within the cap.
+        assert_eq!(bucket_current(3, 20 * s, 25 * s, Some(20 * s)), (0, 5 * s));
+        // Empty queue, cap 20 s: two fit (delays 0 and 20 s), the third when the first has
+        // gone (40 s of queue − 20 s cap).
+        assert_eq!(bucket_current(5, 20 * s, 0, Some(20 * s)), (2, 20 * s));
+    }
+
+    #[test]
+    fn names_and_integers() {
+        assert!(validate_name("per-ip").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("límite").is_err());
+        assert!(validate_name("a\tb").is_err());
+        assert_eq!(sf_int(u64::MAX), SF_INT_MAX);
+        let mut s = String::new();
+        sf_string(&mut s, r#"a"b\c"#);
+        assert_eq!(s, r#""a\"b\\c""#);
     }
 }

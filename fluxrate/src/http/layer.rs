@@ -1,13 +1,19 @@
 //! [`RateLimitLayer`]: the limits of a layer and its options.
 
 use super::decide::{Backend, Limit};
-use super::headers::window_secs;
+use super::headers::{validate_name, Policy};
 use super::key::{KeyExtractor, RequestInfo, RequestKey};
 use super::service::RateLimit;
-use crate::{ConfigError, Quota, RateLimiter};
+use crate::{Algorithm, Clock, ConfigError, Overflow, Quota, RateLimiter};
 use ::http::StatusCode;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How many keys a limit built by [`RateLimitLayer::limit`] holds at most, unless
+/// [`RateLimitLayer::max_keys`] says otherwise.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 pub(super) type Predicate = dyn Fn(&RequestInfo<'_>) -> bool + Send + Sync;
 pub(super) type Cost = dyn Fn(&RequestInfo<'_>) -> u64 + Send + Sync;
@@ -24,6 +30,12 @@ pub(super) struct Config {
     pub(super) cost: Option<Arc<Cost>>,
     pub(super) status: StatusCode,
     pub(super) body: String,
+    pub(super) never_status: StatusCode,
+    pub(super) problem_details: bool,
+    pub(super) unit: Option<Arc<str>>,
+    pub(super) max_delay: Option<Duration>,
+    pub(super) max_keys: usize,
+    pub(super) overflow: Overflow,
 }
 
 /// A tower [`Layer`](tower_layer::Layer) that rate-limits HTTP requests.
@@ -85,6 +97,12 @@ impl RateLimitLayer {
                 cost: None,
                 status: StatusCode::TOO_MANY_REQUESTS,
                 body: "Too Many Requests\n".to_owned(),
+                never_status: StatusCode::PAYLOAD_TOO_LARGE,
+                problem_details: false,
+                unit: None,
+                max_delay: None,
+                max_keys: DEFAULT_MAX_KEYS,
+                overflow: Overflow::Reject,
             }),
         }
     }
@@ -95,38 +113,94 @@ impl RateLimitLayer {
     }
 
     /// Add a limit named `name` (the name appears in the headers): a token bucket for `quota`,
-    /// keyed by `extractor`.
+    /// keyed by `extractor`, holding at most [`max_keys`](Self::max_keys) keys
+    /// ([`DEFAULT_MAX_KEYS`] unless set before this call) with the layer's
+    /// [`overflow`](Self::overflow) policy.
     ///
     /// Limits are checked in the order they were added. If a later one refuses, the earlier
     /// admissions are cancelled ([`RateLimiter::cancel_key`]): they are given back unless
     /// another request was admitted by that limit in between, in which case the refused
     /// request stays counted there (it never lets more through; it may count a refused request).
+    ///
+    /// # Memory
+    ///
+    /// Each key held costs one store entry (measured by the `keyed_memory` test: see the
+    /// README), and a key stays for as long as its state is not fresh (for a token bucket,
+    /// `burst × period / calls` after its last request). Someone rotating keys (fresh IPv6
+    /// addresses beyond the /64 grouping, random header values) fills the store up to
+    /// `max_keys` and no further: when every held key is still live, a new key is refused
+    /// (`Overflow::Reject`, with a `Retry-After` saying when a slot frees) or shares one extra
+    /// cell (`Overflow::Shared`). A limit keyed by an unauthenticated header limits nothing
+    /// against such a client: put an IP limit before it.
+    ///
+    /// # Errors
+    ///
+    /// The quota's errors, and [`ConfigError::InvalidName`] / [`ConfigError::DuplicateName`]
+    /// for a name that cannot be told apart in the headers.
     pub fn limit(
         self,
         name: &str,
         quota: Quota,
         extractor: impl KeyExtractor,
     ) -> Result<Self, ConfigError> {
-        let limiter = RateLimiter::builder(quota).keyed::<RequestKey>().build()?;
-        Ok(self.limiter(name, Arc::new(limiter), extractor))
+        let limiter = RateLimiter::builder(quota)
+            .keyed::<RequestKey>()
+            .max_keys(self.config.max_keys)
+            .overflow(self.config.overflow)
+            .build()?;
+        self.limiter(name, Arc::new(limiter), extractor)
     }
 
-    /// Add a limit with a limiter you built (any algorithm, clock or `max_keys`).
-    pub fn limiter(
+    /// Add a limit with a limiter you built (any algorithm, clock, hasher, `max_keys`). A
+    /// leaky bucket shapes: see [`max_delay`](Self::max_delay).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidName`] / [`ConfigError::DuplicateName`].
+    pub fn limiter<C, S>(
+        self,
+        name: &str,
+        limiter: Arc<RateLimiter<RequestKey, C, S>>,
+        extractor: impl KeyExtractor,
+    ) -> Result<Self, ConfigError>
+    where
+        C: Clock,
+        S: BuildHasher + Clone + Send + Sync + 'static,
+    {
+        let (quota, algorithm, capacity) =
+            (limiter.quota(), limiter.algorithm(), limiter.capacity());
+        let interval = quota.emission_interval().map_or(0, |t| t.as_nanos() as u64);
+        self.push(
+            name,
+            Backend::Local(limiter),
+            extractor,
+            (quota, algorithm, capacity, interval),
+        )
+    }
+
+    fn push(
         mut self,
         name: &str,
-        limiter: Arc<RateLimiter<RequestKey>>,
+        backend: Backend,
         extractor: impl KeyExtractor,
-    ) -> Self {
-        let window_secs = window_secs(limiter.quota());
+        (quota, algorithm, capacity, interval): (Quota, Algorithm, u64, u64),
+    ) -> Result<Self, ConfigError> {
+        validate_name(name)?;
+        if self.config.limits.iter().any(|l| &*l.name == name) {
+            return Err(ConfigError::DuplicateName {
+                name: name.to_owned(),
+            });
+        }
         self.config_mut().limits.push(Limit {
-            name: name.to_owned(),
-            capacity: limiter.capacity(),
-            backend: Backend::Local(limiter),
+            name: name.into(),
+            backend,
             extractor: Arc::new(extractor),
-            window_secs,
+            policy: Policy::of(quota, algorithm, capacity),
+            algorithm,
+            capacity,
+            interval,
         });
-        self
+        Ok(self)
     }
 
     /// Add a limit decided in Redis (feature `redis`): shared by every instance of the service.
@@ -134,40 +208,82 @@ impl RateLimitLayer {
     /// A layer with a Redis limit decides each request asynchronously before calling the inner
     /// service. When Redis cannot decide and the limiter fails closed, the request gets `503
     /// Service Unavailable` with a `Retry-After`; fail-open and local-fallback limiters decide
-    /// as their policy says. On a refusal by a later limit, earlier Redis admissions of the
+    /// as their policy says, and the [`Decision`](super::Decision) says so
+    /// ([`DecidedBy`](super::DecidedBy)); a fail-open admission has no numbers, so its item is
+    /// left out of `RateLimit`. On a refusal by a later limit, earlier Redis admissions of the
     /// token and leaky bucket are given back as with the in-process ones, to whoever decided
     /// them ([`RedisRateLimiter::cancel_decision`](crate::redis::RedisRateLimiter::cancel_decision)):
     /// Redis (and the charge its admission put on a `FailLocal` fallback), or the local
     /// fallback. A key Redis does not take (too long once escaped) is decided, and given back,
     /// as [`RequestKey::Unknown`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidName`] / [`ConfigError::DuplicateName`].
     #[cfg(feature = "redis")]
     pub fn redis_limit(
         mut self,
         name: &str,
         limiter: crate::redis::RedisRateLimiter,
         extractor: impl KeyExtractor,
-    ) -> Self {
-        let config = self.config_mut();
-        config.remote = true;
-        config.limits.push(Limit {
-            name: name.to_owned(),
-            capacity: limiter.capacity(),
-            window_secs: window_secs(limiter.quota()),
-            backend: Backend::Redis(limiter),
-            extractor: Arc::new(extractor),
-        });
+    ) -> Result<Self, ConfigError> {
+        let (quota, algorithm, capacity) =
+            (limiter.quota(), limiter.algorithm(), limiter.capacity());
+        // The script's interval: ⌈period / calls⌉ in whole microseconds.
+        let period_us = u64::try_from(quota.period().as_micros()).unwrap_or(u64::MAX);
+        let interval = period_us
+            .div_ceil(quota.calls().max(1))
+            .saturating_mul(1_000);
+        self.config_mut().remote = true;
+        self.push(
+            name,
+            Backend::Redis(limiter),
+            extractor,
+            (quota, algorithm, capacity, interval),
+        )
+    }
+
+    /// The most keys each limit added by [`limit`](Self::limit) *after this call* holds
+    /// (default [`DEFAULT_MAX_KEYS`]); limits built with [`limiter`](Self::limiter) keep their
+    /// own. See [`limit`](Self::limit) for what an attacker rotating keys costs.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.config_mut().max_keys = max_keys;
+        self
+    }
+
+    /// What limits added by [`limit`](Self::limit) after this call do with a new key when they
+    /// hold `max_keys` live keys (default [`Overflow::Reject`]).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.config_mut().overflow = overflow;
+        self
+    }
+
+    /// The longest a shaping limit (a leaky bucket) may hold a request before passing it on.
+    ///
+    /// A leaky-bucket limit is a shaper, like nginx's `limit_req … burst=N` without `nodelay`:
+    /// an admitted request waits in the response future for its place in the queue
+    /// ([`Admitted::delay`](crate::Admitted::delay)) before the inner service sees it, so the
+    /// backend gets one request per interval. By default the queue's own capacity bounds the
+    /// wait (`(capacity − 1) × period / calls`); with a maximum, a request whose place is
+    /// further away is refused (`429` with the `Retry-After` at which it would fit). A request
+    /// whose future is dropped while it waits (the client went away) gives its place back
+    /// when no later request was queued behind it ([`RateLimiter::cancel_key`]); otherwise
+    /// the place passes unused, which keeps the spacing of the requests behind it. Each
+    /// waiting request holds its connection.
+    pub fn max_delay(mut self, max_delay: Duration) -> Self {
+        self.config_mut().max_delay = Some(max_delay);
         self
     }
 
     /// Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (from the
-    /// most restrictive limit).
+    /// most restrictive limit; `Reset` is the seconds until the key is fully replenished).
     pub fn legacy_headers(mut self, on: bool) -> Self {
         self.config_mut().legacy_headers = on;
         self
     }
 
     /// Decide and send headers, but never refuse: refused requests go through, marked by a
-    /// [`Decision`] extension on the response.
+    /// [`Decision`](super::Decision) extension on the response.
     pub fn dry_run(mut self, on: bool) -> Self {
         self.config_mut().dry_run = on;
         self
@@ -182,10 +298,24 @@ impl RateLimitLayer {
         self
     }
 
-    /// The weight of a request (default 1).
+    /// The weight of a request (default 1). A request whose weight is above a limit's
+    /// capacity can never pass: it gets [`never_status`](Self::never_status), no
+    /// `Retry-After`. Name the unit with [`quota_unit`](Self::quota_unit).
     pub fn cost(mut self, cost: impl Fn(&RequestInfo<'_>) -> u64 + Send + Sync + 'static) -> Self {
         self.config_mut().cost = Some(Arc::new(cost));
         self
+    }
+
+    /// The unit the quotas count when it is not requests (the draft's `qu`, for example
+    /// `"content-bytes"`), sent on every `RateLimit-Policy` item.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidName`] for an empty or non-ASCII unit.
+    pub fn quota_unit(mut self, unit: &str) -> Result<Self, ConfigError> {
+        validate_name(unit)?;
+        self.config_mut().unit = Some(unit.into());
+        Ok(self)
     }
 
     /// The status of refused requests (default 429).
@@ -194,9 +324,26 @@ impl RateLimitLayer {
         self
     }
 
-    /// The body of refused responses (default `"Too Many Requests\n"`).
+    /// The status of requests that can never pass, their cost being above a limit's capacity
+    /// (default `413 Content Too Large`). They get no `Retry-After`, and a body that says so.
+    pub fn never_status(mut self, status: StatusCode) -> Self {
+        self.config_mut().never_status = status;
+        self
+    }
+
+    /// The body of refused responses (default `"Too Many Requests\n"`; unused with
+    /// [`problem_details`](Self::problem_details)).
     pub fn body(mut self, body: impl Into<String>) -> Self {
         self.config_mut().body = body.into();
+        self
+    }
+
+    /// Answer refusals with RFC 9457 problem details (`application/problem+json`): the
+    /// draft's `quota-exceeded` type for 429, `temporary-reduced-capacity` for a fail-closed
+    /// 503, and `violated-policies` naming the limit; `about:blank` for a request that can
+    /// never pass.
+    pub fn problem_details(mut self, on: bool) -> Self {
+        self.config_mut().problem_details = on;
         self
     }
 }

@@ -1,19 +1,21 @@
-//! [`RateLimit`], the tower service: decides each request, answers refusals, adds the fields
-//! to the inner service's responses.
+//! [`RateLimit`], the tower service: decides each request, answers refusals, holds shaped
+//! requests for their place in the queue, adds the fields to the inner service's responses.
 
-use super::decide::{Decision, Verdict};
-use super::headers::{ceil_secs, header_value, write_headers};
-use super::key::RequestInfo;
+use super::decide::{Refusal, Taken, Verdict};
+use super::decision::Decision;
+use super::headers::{ceil_secs, header_value, problem_json, write_headers, Item};
+use super::key::{RequestInfo, RequestKey};
 use super::layer::Config;
-use ::http::header::RETRY_AFTER;
-use ::http::{Request, Response};
+use ::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use ::http::{HeaderValue, Request, Response};
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// The middleware service; built by [`RateLimitLayer`].
+/// The middleware service; built by [`RateLimitLayer`](super::RateLimitLayer).
 #[derive(Clone)]
 pub struct RateLimit<S> {
     pub(super) inner: S,
@@ -31,21 +33,119 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 /// The response future of [`RateLimit`].
 pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
+/// What a shaped request took, given back if its future is dropped while it waits.
+struct GiveBack {
+    config: Arc<Config>,
+    taken: Vec<(usize, RequestKey, Taken)>,
+}
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        if self.taken.is_empty() {
+            return;
+        }
+        self.config.give_back_local(&self.taken);
+        #[cfg(feature = "redis")]
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (config, taken) = (self.config.clone(), core::mem::take(&mut self.taken));
+            rt.spawn(async move { config.give_back_remote(&taken).await });
+        }
+    }
+}
+
 impl Config {
+    fn items(&self, v: &Verdict) -> Vec<Item<'_>> {
+        v.items
+            .iter()
+            .map(|&(i, current)| Item {
+                name: &self.limits[i].name,
+                policy: self.limits[i].policy,
+                current,
+            })
+            .collect()
+    }
+
+    fn write(&self, h: &mut ::http::HeaderMap, v: &Verdict) {
+        write_headers(h, &self.items(v), self.unit.as_deref(), self.legacy_headers);
+    }
+
     /// The response for a refused request, or `None` to call the inner service.
     fn refusal<ResBody: From<String>>(&self, v: &Verdict) -> Option<Response<ResBody>> {
         let refused = v.refused.as_ref()?;
         if self.dry_run {
             return None;
         }
-        let mut resp = Response::new(ResBody::from(self.body.clone()));
-        *resp.status_mut() = refused.status.unwrap_or(self.status);
+        let name = &*self.limits[refused.index].name;
+        // The refusing limit's effective window: Retry-After never points earlier.
+        let window = v
+            .items
+            .last()
+            .and_then(|(_, c)| c.and_then(|c| c.t))
+            .unwrap_or_default();
+        let (status, retry, body) = match refused.why {
+            Refusal::Limited { retry } => {
+                let body = self.problem_details.then(|| {
+                    let detail = format!("the quota of limit {name:?} is used up");
+                    problem_json(
+                        "quota-exceeded",
+                        "Request cannot be satisfied as assigned quota has been exceeded",
+                        self.status.as_u16(),
+                        &detail,
+                        name,
+                    )
+                });
+                (self.status, Some(retry.max(window)), body)
+            }
+            #[cfg(feature = "redis")]
+            Refusal::Unavailable { retry } => {
+                let status = ::http::StatusCode::SERVICE_UNAVAILABLE;
+                let body = self.problem_details.then(|| {
+                    let detail = format!("limit {name:?} cannot be decided now");
+                    problem_json(
+                        "temporary-reduced-capacity",
+                        "Request cannot be satisfied due to temporarily reduced capacity",
+                        status.as_u16(),
+                        &detail,
+                        name,
+                    )
+                });
+                (status, Some(retry), body)
+            }
+            Refusal::Never {
+                requested,
+                capacity,
+            } => {
+                let detail = format!(
+                    "this request costs {requested}, more than limit {name:?} can ever admit \
+                     ({capacity}): it can never pass"
+                );
+                let status = self.never_status;
+                let title = status.canonical_reason().unwrap_or("Request refused");
+                let body = if self.problem_details {
+                    problem_json("about:blank", title, status.as_u16(), &detail, name)
+                } else {
+                    format!("{detail}\n")
+                };
+                (status, None, Some(body))
+            }
+        };
+        let problem = body.is_some() && self.problem_details;
+        let mut resp = Response::new(ResBody::from(body.unwrap_or_else(|| self.body.clone())));
+        *resp.status_mut() = status;
         let h = resp.headers_mut();
-        write_headers(h, &v.numbers, self.legacy_headers);
-        h.insert(
-            RETRY_AFTER,
-            header_value(ceil_secs(refused.retry).max(1).to_string()),
-        );
+        self.write(h, v);
+        if let Some(retry) = retry {
+            h.insert(
+                RETRY_AFTER,
+                header_value(ceil_secs(retry).max(1).to_string()),
+            );
+        }
+        if problem {
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            );
+        }
         resp.extensions_mut().insert(self.decision(v));
         Some(resp)
     }
@@ -53,15 +153,55 @@ impl Config {
     fn decision(&self, v: &Verdict) -> Decision {
         Decision {
             admitted: v.refused.is_none(),
-            refused_by: v.refused.as_ref().map(|r| r.name.clone()),
+            refused_by: v
+                .refused
+                .as_ref()
+                .map(|r| self.limits[r.index].name.clone()),
+            never: matches!(
+                v.refused,
+                Some(super::decide::Refused {
+                    why: Refusal::Never { .. },
+                    ..
+                })
+            ),
             dry_run: self.dry_run,
+            delay: if self.dry_run {
+                Duration::ZERO
+            } else {
+                v.delay
+            },
+            limits: v.limits.clone(),
         }
     }
 
     /// Add the headers and the [`Decision`] to the inner service's response.
     fn finish<ResBody>(&self, v: &Verdict, resp: &mut Response<ResBody>) {
-        write_headers(resp.headers_mut(), &v.numbers, self.legacy_headers);
+        self.write(resp.headers_mut(), v);
         resp.extensions_mut().insert(self.decision(v));
+    }
+
+    /// Wait for a shaped request's place in the queue (giving it back if dropped meanwhile),
+    /// then call the inner service.
+    async fn after_delay<S, B, ResBody>(
+        self: Arc<Self>,
+        mut v: Verdict,
+        mut inner: S,
+        req: Request<B>,
+    ) -> Result<Response<ResBody>, S::Error>
+    where
+        S: tower_service::Service<Request<B>, Response = Response<ResBody>>,
+    {
+        if !v.delay.is_zero() && !self.dry_run {
+            let mut guard = GiveBack {
+                config: self.clone(),
+                taken: core::mem::take(&mut v.taken),
+            };
+            tokio::time::sleep(v.delay).await;
+            guard.taken.clear();
+        }
+        let mut resp = inner.call(req).await?;
+        self.finish(&v, &mut resp);
+        Ok(resp)
     }
 }
 
@@ -93,20 +233,23 @@ where
             // Decide asynchronously, then call the service that was made ready, leaving a
             // clone in its place (the usual tower pattern).
             let clone = self.inner.clone();
-            let mut inner = core::mem::replace(&mut self.inner, clone);
+            let inner = core::mem::replace(&mut self.inner, clone);
             return Box::pin(async move {
                 let v = config.decide_async(keys, n).await;
                 if let Some(resp) = config.refusal(&v) {
                     return Ok(resp);
                 }
-                let mut resp = inner.call(req).await?;
-                config.finish(&v, &mut resp);
-                Ok(resp)
+                config.after_delay(v, inner, req).await
             });
         }
         let v = config.decide(keys, n);
         if let Some(resp) = config.refusal(&v) {
             return Box::pin(async move { Ok(resp) });
+        }
+        if !v.delay.is_zero() && !config.dry_run {
+            let clone = self.inner.clone();
+            let inner = core::mem::replace(&mut self.inner, clone);
+            return Box::pin(config.after_delay(v, inner, req));
         }
         let fut = self.inner.call(req);
         Box::pin(async move {

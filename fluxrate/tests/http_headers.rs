@@ -1,0 +1,473 @@
+//! The HTTP layer's answers (feature `tower`): draft-ietf-httpapi-ratelimit-headers-11 fields
+//! and their honesty for every algorithm, requests that can never pass, problem details, names,
+//! the default bound on keys, and leaky-bucket limits as real shapers.
+#![cfg(feature = "tower")]
+
+use fluxrate::http::{
+    DecidedBy, Decision, Global, Header, PeerIp, RateLimitLayer, RequestKey, DEFAULT_MAX_KEYS,
+};
+use fluxrate::{Algorithm, ConfigError, ManualClock, Quota, RateLimiter, TokioClock};
+use http::{HeaderName, Request, Response, StatusCode};
+use proptest::prelude::*;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::{Layer, Service, ServiceExt};
+
+fn ok(
+) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible, Future = impl Send>
+       + Clone
+       + Send
+       + 'static {
+    tower::service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new("ok".to_owned()))
+    })
+}
+
+fn header<'a>(r: &'a Response<String>, name: &str) -> &'a str {
+    r.headers().get(name).map_or("", |v| v.to_str().unwrap())
+}
+
+fn decision(r: &Response<String>) -> &Decision {
+    r.extensions().get::<Decision>().unwrap()
+}
+
+fn from_peer(ip: [u8; 4]) -> Request<()> {
+    let mut r = Request::new(());
+    r.extensions_mut().insert(SocketAddr::from((ip, 4000)));
+    r
+}
+
+fn manual_limiter(
+    quota: Quota,
+    alg: Algorithm,
+    clock: &ManualClock,
+) -> Arc<RateLimiter<RequestKey, ManualClock>> {
+    Arc::new(
+        RateLimiter::builder(quota)
+            .algorithm(alg)
+            .clock(clock.clone())
+            .keyed::<RequestKey>()
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Issue 12: `RateLimit: "per-ip";r=0;t=60` with `Retry-After: 20` on 3/minute. Under
+/// draft-11, `t` is the window in which no more than `r` can be used: a unit comes after 20 s.
+#[tokio::test]
+async fn t_is_the_effective_window_and_retry_after_is_not_earlier() {
+    let clock = ManualClock::new();
+    let layer = RateLimitLayer::new()
+        .limiter(
+            "per-ip",
+            manual_limiter(Quota::per_minute(3), Algorithm::TokenBucket, &clock),
+            PeerIp::new(),
+        )
+        .unwrap();
+    let svc = layer.layer(ok());
+    for _ in 0..3 {
+        svc.clone().oneshot(from_peer([10, 0, 0, 1])).await.unwrap();
+    }
+    let r = svc.clone().oneshot(from_peer([10, 0, 0, 1])).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "ratelimit"), "\"per-ip\";r=0;t=20");
+    assert_eq!(header(&r, "retry-after"), "20");
+    assert_eq!(header(&r, "ratelimit-policy"), "\"per-ip\";q=3;w=60");
+    // 5 s later: still nothing, the token 15 s away.
+    clock.advance(Duration::from_secs(5));
+    let r = svc.clone().oneshot(from_peer([10, 0, 0, 1])).await.unwrap();
+    assert_eq!(header(&r, "ratelimit"), "\"per-ip\";r=0;t=15");
+    assert_eq!(header(&r, "retry-after"), "15");
+    let d = decision(&r);
+    assert_eq!(d.limits.len(), 1);
+    assert_eq!(d.limits[0].decided_by, DecidedBy::Local);
+    assert!(!d.degraded());
+}
+
+/// Issue 12: a cost above the capacity got 429 with `Retry-After: 3600`, so clients retried
+/// forever. It can never pass: a distinct status, no `Retry-After`, a body that says so.
+#[tokio::test]
+async fn a_cost_above_capacity_is_never_admitted_and_says_so() {
+    let layer = RateLimitLayer::new()
+        .limit("g", Quota::per_hour(10), Global)
+        .unwrap()
+        .cost(|r| {
+            r.headers
+                .get("x-cost")
+                .map_or(1, |v| v.to_str().unwrap().parse().unwrap())
+        });
+    let svc = layer.clone().layer(ok());
+    let mut req = Request::new(());
+    req.headers_mut().insert("x-cost", "11".parse().unwrap());
+    let r = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        r.headers().get("retry-after").is_none(),
+        "a retry can never succeed"
+    );
+    assert!(r.body().contains("can never pass"), "{}", r.body());
+    assert!(decision(&r).never);
+    // Nothing was charged, and the status is configurable.
+    let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(header(&r, "ratelimit"), "\"g\";r=9;t=360");
+    let svc = layer
+        .never_status(StatusCode::UNPROCESSABLE_ENTITY)
+        .layer(ok());
+    let mut req = Request::new(());
+    req.headers_mut().insert("x-cost", "11".parse().unwrap());
+    assert_eq!(
+        svc.oneshot(req).await.unwrap().status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
+#[tokio::test]
+async fn problem_details() {
+    let layer = RateLimitLayer::new()
+        .limit("per-ip", Quota::per_hour(1), PeerIp::new())
+        .unwrap()
+        .problem_details(true);
+    let svc = layer.layer(ok());
+    svc.clone().oneshot(from_peer([10, 0, 0, 1])).await.unwrap();
+    let r = svc.clone().oneshot(from_peer([10, 0, 0, 1])).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "content-type"), "application/problem+json");
+    let body = r.body();
+    assert!(
+        body.starts_with(
+            "{\"type\":\"https://iana.org/assignments/http-problem-types#quota-exceeded\","
+        ),
+        "{body}"
+    );
+    assert!(body.contains("\"status\":429"), "{body}");
+    assert!(
+        body.ends_with("\"violated-policies\":[\"per-ip\"]}\n"),
+        "{body}"
+    );
+}
+
+/// Names are validated when a limit is added: clients must be able to tell limits apart.
+#[test]
+fn names_are_validated_and_integers_clamped() {
+    let add = |name: &str| RateLimitLayer::new().limit(name, Quota::per_hour(1), Global);
+    assert!(matches!(
+        add("límite"),
+        Err(ConfigError::InvalidName { .. })
+    ));
+    assert!(matches!(add(""), Err(ConfigError::InvalidName { .. })));
+    assert!(matches!(
+        add("tab\there"),
+        Err(ConfigError::InvalidName { .. })
+    ));
+    let twice = add("a").unwrap().limit("a", Quota::per_hour(2), Global);
+    assert_eq!(
+        twice.unwrap_err(),
+        ConfigError::DuplicateName { name: "a".into() }
+    );
+    assert!(matches!(
+        RateLimitLayer::new().quota_unit("bytes\u{e9}"),
+        Err(ConfigError::InvalidName { .. })
+    ));
+}
+
+#[tokio::test]
+async fn quota_units_and_structured_field_integers() {
+    // 10^16 calls per 10^16 ns: q would be 10^16, above the 15 digits a structured field holds.
+    let huge = Quota::new(10_000_000_000_000_000, Duration::from_secs(10_000_000));
+    let layer = RateLimitLayer::new()
+        .limit("huge", huge, Global)
+        .unwrap()
+        .quota_unit("content-bytes")
+        .unwrap();
+    let r = layer.layer(ok()).oneshot(Request::new(())).await.unwrap();
+    assert_eq!(
+        header(&r, "ratelimit-policy"),
+        "\"huge\";q=999999999999999;qu=\"content-bytes\";w=10000000"
+    );
+    assert!(header(&r, "ratelimit").starts_with("\"huge\";r=999999999999999;t="));
+}
+
+/// Issue 12 / review finding 7: `limit()` built an unbounded store for attacker-chosen keys.
+#[tokio::test]
+async fn limit_holds_a_bounded_number_of_keys() {
+    let key = HeaderName::from_static("x-k");
+    let with_key = |k: &str| {
+        let mut r = Request::new(());
+        r.headers_mut().insert("x-k", k.parse().unwrap());
+        r
+    };
+    let layer = RateLimitLayer::new()
+        .max_keys(3)
+        .limit("k", Quota::per_hour(1), Header(key.clone()))
+        .unwrap();
+    let svc = layer.layer(ok());
+    for k in ["a", "b", "c"] {
+        assert_eq!(
+            svc.clone().oneshot(with_key(k)).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    let r = svc.clone().oneshot(with_key("d")).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a fourth live key"
+    );
+    // The default: DEFAULT_MAX_KEYS distinct keys fit, the next does not.
+    let svc = RateLimitLayer::new()
+        .limit("k", Quota::per_hour(1), Header(key))
+        .unwrap()
+        .layer(ok());
+    for i in 0..DEFAULT_MAX_KEYS {
+        let r = svc
+            .clone()
+            .oneshot(with_key(&format!("k{i}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = svc.clone().oneshot(with_key("one-more")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// An inner service that records when (tokio time) it is called.
+fn recording(
+    calls: Arc<Mutex<Vec<Duration>>>,
+    start: tokio::time::Instant,
+) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible, Future = impl Send>
+       + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |_: Request<()>| {
+        calls.lock().unwrap().push(start.elapsed());
+        async { Ok::<_, Infallible>(Response::new("ok".to_owned())) }
+    })
+}
+
+fn shaper(rate: Quota) -> Arc<RateLimiter<RequestKey, TokioClock>> {
+    Arc::new(
+        RateLimiter::builder(rate)
+            .algorithm(Algorithm::LeakyBucket)
+            .clock(TokioClock::new())
+            .keyed::<RequestKey>()
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Issue 12: 5 of 5 concurrent requests were admitted at once through a 1/s shaper with
+/// queue 5. The inner service must see them one second apart.
+#[tokio::test(start_paused = true)]
+async fn a_leaky_bucket_limit_shapes_requests() {
+    let layer = RateLimitLayer::new()
+        .limiter("shaper", shaper(Quota::per_second(1).with_burst(5)), Global)
+        .unwrap();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let svc = layer.layer(recording(calls.clone(), tokio::time::Instant::now()));
+    let all: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(svc.clone().oneshot(Request::new(()))))
+        .collect();
+    let mut delays = Vec::new();
+    for h in all {
+        let r = h.await.unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        delays.push(decision(&r).delay);
+    }
+    let secs: Vec<u64> = calls.lock().unwrap().iter().map(|d| d.as_secs()).collect();
+    assert_eq!(
+        secs,
+        [0, 1, 2, 3, 4],
+        "one request per second reaches the service"
+    );
+    delays.sort();
+    assert_eq!(delays, (0..5).map(Duration::from_secs).collect::<Vec<_>>());
+}
+
+/// A request dropped while it waits gives its place back when it is the last in the queue, and
+/// a maximum delay refuses what would wait longer.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_waiter_gives_its_place_back_and_max_delay_refuses() {
+    let layer = RateLimitLayer::new()
+        .limiter("shaper", shaper(Quota::per_second(1).with_burst(5)), Global)
+        .unwrap();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let start = tokio::time::Instant::now();
+    let svc = layer.clone().layer(recording(calls.clone(), start));
+    let first = tokio::spawn(svc.clone().oneshot(Request::new(())));
+    tokio::task::yield_now().await;
+    // The second waits 1 s; drop it after 0.5 s.
+    let second = tokio::time::timeout(
+        Duration::from_millis(500),
+        svc.clone().oneshot(Request::new(())),
+    );
+    assert!(second.await.is_err(), "still waiting when dropped");
+    first.await.unwrap().unwrap();
+    // Its place is free again: the next request (at 0.5 s) goes at 1 s, not 2 s.
+    let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(decision(&r).delay, Duration::from_millis(500));
+    assert_eq!(
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_millis())
+            .collect::<Vec<_>>(),
+        [0, 1_000]
+    );
+
+    // With max_delay 1.5 s: delays 0 and 1 s pass, 2 s is refused, with the Retry-After at
+    // which its place would be within the cap.
+    let svc = RateLimitLayer::new()
+        .limiter("shaper", shaper(Quota::per_second(1).with_burst(5)), Global)
+        .unwrap()
+        .max_delay(Duration::from_millis(1_500))
+        .layer(ok());
+    let a = tokio::spawn(svc.clone().oneshot(Request::new(())));
+    let b = tokio::spawn(svc.clone().oneshot(Request::new(())));
+    tokio::task::yield_now().await;
+    let c = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(c.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&c, "retry-after"), "1");
+    // r: none can be queued within 1.5 s now; t: after 0.5 s one can.
+    assert_eq!(header(&c, "ratelimit"), "\"shaper\";r=0;t=0");
+    assert_eq!(a.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(b.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
+const ALGORITHMS: [Algorithm; 5] = [
+    Algorithm::TokenBucket,
+    Algorithm::LeakyBucket,
+    Algorithm::FixedWindow,
+    Algorithm::SlidingWindowCounter,
+    Algorithm::SlidingLog,
+];
+
+/// `(r, t)` of the only item of a `RateLimit` field.
+fn parse_current(v: &str) -> (u64, u64) {
+    let mut r = None;
+    let mut t = None;
+    for p in v.split(';').skip(1) {
+        let (k, x) = p.split_once('=').unwrap();
+        match k {
+            "r" => r = x.parse().ok(),
+            "t" => t = x.parse().ok(),
+            _ => {}
+        }
+    }
+    (
+        r.expect("r"),
+        t.expect("t: in-process limits always know it"),
+    )
+}
+
+/// The honesty property of issue 12, for every algorithm: after any response carrying `r`/`t`
+/// for a key (no other traffic on it), `r` requests sent at once are all admitted, and no more
+/// than `r` are admitted within `t` seconds of the decision. Rounding: `t` is the effective
+/// window rounded down to whole seconds, so "within `t`" holds up to `t` seconds exactly;
+/// probes run at random instants of `[0, t)` and at `t − 1 ns`. `Retry-After` is never
+/// earlier than `t`.
+fn honest(
+    alg: Algorithm,
+    quota: Quota,
+    history: Vec<(u64, u64)>,
+    spread: Option<Vec<u64>>,
+) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let clock = ManualClock::starting_at(1_000_000_000_000);
+        let layer = RateLimitLayer::new()
+            .limiter("l", manual_limiter(quota, alg, &clock), Global)
+            .unwrap()
+            .cost(|r| {
+                r.headers
+                    .get("x-cost")
+                    .map_or(1, |v| v.to_str().unwrap().parse().unwrap())
+            });
+        let svc = layer.layer(ok());
+        let send = |cost: u64| {
+            let mut req = Request::new(());
+            req.headers_mut()
+                .insert("x-cost", cost.to_string().parse().unwrap());
+            svc.clone().oneshot(req)
+        };
+        for (dt, cost) in history {
+            clock.advance_ns(dt);
+            let _ = send(cost).await.unwrap();
+        }
+        let resp = send(1).await.unwrap();
+        let (r, t) = parse_current(header(&resp, "ratelimit"));
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = header(&resp, "retry-after").parse().unwrap();
+            prop_assert!(retry >= t, "Retry-After {} earlier than t {}", retry, t);
+        }
+        let at_decision = fluxrate::Clock::now(&clock);
+        let window_end = at_decision + t * 1_000_000_000;
+        let ok = |resp: &Response<String>| resp.status() == StatusCode::OK;
+        match spread {
+            None => {
+                for i in 0..r {
+                    prop_assert!(
+                        ok(&send(1).await.unwrap()),
+                        "unit {} of r = {} refused",
+                        i,
+                        r
+                    );
+                }
+                if t > 0 {
+                    clock.set(window_end - 1);
+                    prop_assert!(
+                        !ok(&send(1).await.unwrap()),
+                        "r = {} and one more within t = {}",
+                        r,
+                        t
+                    );
+                }
+            }
+            Some(mut at) => {
+                at.sort_unstable();
+                let mut admitted = 0;
+                for x in at {
+                    if t == 0 {
+                        break;
+                    }
+                    clock.set(at_decision + x % (t * 1_000_000_000));
+                    admitted += u64::from(ok(&send(1).await.unwrap()));
+                }
+                prop_assert!(
+                    admitted <= r,
+                    "{} admitted within t = {}, r = {}",
+                    admitted,
+                    t,
+                    r
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rate_limit_fields_are_honest(
+        alg in prop::sample::select(ALGORITHMS.to_vec()),
+        calls in 1u64..6,
+        period_ms in 1_000u64..90_000,
+        burst in 1u64..6,
+        history in prop::collection::vec((0u64..60_000_000_000, 1u64..4), 0..12),
+        spread in prop::option::of(prop::collection::vec(any::<u64>(), 1..12)),
+    ) {
+        let mut quota = Quota::new(calls, Duration::from_millis(period_ms));
+        if matches!(alg, Algorithm::TokenBucket | Algorithm::LeakyBucket) {
+            quota = quota.with_burst(burst);
+        }
+        honest(alg, quota, history, spread)?;
+    }
+}
