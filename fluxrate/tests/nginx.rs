@@ -227,7 +227,8 @@ impl Nginx {
         panic!("could not start nginx: {last_error}");
     }
 
-    /// Poll both listeners (every 10 ms, at most 10 s) until they accept, or nginx exits.
+    /// Poll (every 10 ms, at most 10 s) until nginx has written its pid file and both
+    /// listeners accept, or nginx exits.
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -236,7 +237,10 @@ impl Nginx {
             }
             let accepts =
                 |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(100)).is_ok();
-            if accepts(&self.v4) && accepts(&self.v6) {
+            // nginx writes its pid file once it has bound every listener (and it retries a
+            // taken port for a while before exiting): a connection before that could reach
+            // whoever took the port.
+            if self.dir.join("nginx.pid").exists() && accepts(&self.v4) && accepts(&self.v6) {
                 return Ok(());
             }
             if Instant::now() > deadline {
