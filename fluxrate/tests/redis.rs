@@ -1767,3 +1767,70 @@ fn cancel_decision_gives_back_through_whoever_decided() {
         assert_eq!(backend.commands_sent(), sent, "nothing to refund");
     });
 }
+
+/// Issue 12 / review finding 13: a fail-open admission was reported as `r=0;t=0`, and nothing
+/// over HTTP said Redis had not decided. Now its item is left out of `RateLimit` (the policy
+/// stays), and the `Decision` names who decided each limit; a local fallback's decision says so.
+#[cfg(feature = "tower")]
+#[test]
+fn degraded_decisions_are_visible_over_http() {
+    use fluxrate::http::{DecidedBy as By, Decision, Global, RateLimitLayer};
+    use http::{Request, Response, StatusCode};
+    use tower::{Layer, ServiceExt};
+    if !available("degraded_decisions_are_visible_over_http") {
+        return;
+    }
+    let mut server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let mk = |id: &str, p: FailurePolicy| {
+            RedisRateLimiter::builder(&backend, id, Quota::per_hour(5))
+                .timeout(Duration::from_millis(500))
+                .on_failure(p)
+                .build()
+                .unwrap()
+        };
+        let layer = RateLimitLayer::new()
+            .redis_limit("open", mk("http-open", FailurePolicy::FailOpen), Global)
+            .unwrap()
+            .redis_limit(
+                "local",
+                mk("http-local", FailurePolicy::FailLocal { share: 1.0 }),
+                Global,
+            )
+            .unwrap();
+        let svc = layer.layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new("ok".to_owned()))
+        }));
+        let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+        let d = r.extensions().get::<Decision>().unwrap().clone();
+        assert_eq!(
+            d.limits.iter().map(|l| l.decided_by).collect::<Vec<_>>(),
+            [By::Redis, By::Redis]
+        );
+        assert!(!d.degraded());
+        assert_eq!(
+            r.headers()["ratelimit"],
+            "\"open\";r=4;t=720, \"local\";r=4;t=720"
+        );
+        server.kill9();
+        let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let d = r.extensions().get::<Decision>().unwrap().clone();
+        assert_eq!(
+            d.limits.iter().map(|l| l.decided_by).collect::<Vec<_>>(),
+            [By::FailOpen, By::LocalFallback]
+        );
+        assert!(d.degraded());
+        // The fail-open limit has no numbers: its item is left out, not `r=0;t=0`; the local
+        // fallback tells its own `r` and claims no window.
+        let current = r.headers()["ratelimit"].to_str().unwrap();
+        assert!(current.starts_with("\"local\";r="), "{current}");
+        assert!(!current.contains("open"), "{current}");
+        assert!(!current.contains("t="), "{current}");
+        assert_eq!(
+            r.headers()["ratelimit-policy"],
+            "\"open\";q=5;w=3600, \"local\";q=5;w=3600"
+        );
+    });
+}
