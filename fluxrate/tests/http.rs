@@ -91,6 +91,7 @@ async fn n_pass_then_429_with_retry_after_and_ratelimit_fields() {
     // Nothing left, and the next token comes in 20 s (draft-10's reset said 60).
     assert_eq!(header(&r, "ratelimit"), "\"per-ip\";r=0;t=20");
     assert_eq!(r.body(), "Too Many Requests\n");
+    assert_eq!(header(&r, "content-type"), "text/plain; charset=utf-8");
     assert_eq!(
         r.extensions()
             .get::<Decision>()

@@ -124,9 +124,11 @@ impl RateLimitLayer {
     ///
     /// # Memory
     ///
-    /// Each key held costs one store entry (measured by the `keyed_memory` test: see the
-    /// README), and a key stays for as long as its state is not fresh (for a token bucket,
-    /// `burst × period / calls` after its last request). Someone rotating keys (fresh IPv6
+    /// Each key held costs one store entry: 64 bytes for an IP key, 320 for a 256-byte header
+    /// value (token bucket, measured by `tests/http_memory.rs`), so the default bound holds
+    /// about 6.4 MB of IP keys, or 32 MB of the longest header keys, per limit. A key stays
+    /// for as long as its state is not fresh (for a token bucket, `burst × period / calls`
+    /// after its last request). Someone rotating keys (fresh IPv6
     /// addresses beyond the /64 grouping, random header values) fills the store up to
     /// `max_keys` and no further: when every held key is still live, a new key is refused
     /// (`Overflow::Reject`, with a `Retry-After` saying when a slot frees) or shares one extra

@@ -140,12 +140,14 @@ impl Config {
                 header_value(ceil_secs(retry).max(1).to_string()),
             );
         }
-        if problem {
-            h.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
-            );
-        }
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(if problem {
+                "application/problem+json"
+            } else {
+                "text/plain; charset=utf-8"
+            }),
+        );
         resp.extensions_mut().insert(self.decision(v));
         Some(resp)
     }
