@@ -1834,3 +1834,56 @@ fn degraded_decisions_are_visible_over_http() {
         );
     });
 }
+
+/// Issue 12: the Redis key of an IPv6 client names its /64, so one host cannot rotate
+/// through 2^64 Redis keys either.
+#[cfg(feature = "tower")]
+#[test]
+fn redis_limits_key_ipv6_clients_by_their_64() {
+    use fluxrate::http::{PeerIp, RateLimitLayer};
+    use http::{Request, Response, StatusCode};
+    use tower::{Layer, ServiceExt};
+    if !available("redis_limits_key_ipv6_clients_by_their_64") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let limiter = RedisRateLimiter::builder(&backend, "per-ip-v6", Quota::per_hour(1))
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let svc = RateLimitLayer::new()
+            .redis_limit("per-ip", limiter, PeerIp::new())
+            .unwrap()
+            .layer(tower::service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(Response::new("ok".to_owned()))
+            }));
+        let from = |ip: &str| {
+            let mut r = Request::new(());
+            let addr: std::net::IpAddr = ip.parse().unwrap();
+            r.extensions_mut()
+                .insert(std::net::SocketAddr::new(addr, 4000));
+            r
+        };
+        let mut statuses = Vec::new();
+        for ip in [
+            "2001:db8::1",
+            "2001:db8::2",
+            "2001:db8::ffff:3",
+            "2001:db8:0:1::1",
+        ] {
+            statuses.push(svc.clone().oneshot(from(ip)).await.unwrap().status());
+        }
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::OK,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::OK
+            ],
+            "three addresses of one /64 share a bucket; another /64 has its own"
+        );
+    });
+}
