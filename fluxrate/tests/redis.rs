@@ -1887,3 +1887,91 @@ fn redis_limits_key_ipv6_clients_by_their_64() {
         );
     });
 }
+
+/// Issue 12, the honesty of the draft-11 fields for Redis limits: after any history, a
+/// response's `r` requests at once are all admitted, and when it carries `t`, one more within
+/// `t` seconds of the decision is not (checked at `t` − 1 µs, the script's unit). Token and
+/// leaky buckets and the fixed window carry `t` (computed from the reply and the script's
+/// whole-µs interval); the sliding window counter and the log only on a refusal (the unit's
+/// retry time), and leave it out otherwise. Decided in dry-run
+/// mode, reading `Decision::admitted`, so that shaped admissions do not wait on a real timer.
+#[cfg(feature = "tower")]
+#[test]
+fn redis_rate_limit_fields_are_honest() {
+    use fluxrate::http::{Decision, Global, RateLimitLayer};
+    use http::{Request, Response};
+    use tower::{Layer, ServiceExt};
+    if !available("redis_rate_limit_fields_are_honest") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut with_t = 0;
+        for case in 0..120u64 {
+            let alg = Algorithm::ALL[(case % 5) as usize];
+            let calls = 1 + rng.below(5);
+            let period_ms = 1_000 + rng.below(60_000);
+            let mut quota = Quota::new(calls, Duration::from_millis(period_ms));
+            if matches!(alg, Algorithm::TokenBucket | Algorithm::LeakyBucket) {
+                quota = quota.with_burst(1 + rng.below(5));
+            }
+            let time = ManualTime::new(EPOCH_US);
+            let limiter = manual(&backend, &format!("honest{case}"), quota, alg, &time);
+            let svc = RateLimitLayer::new()
+                .redis_limit("l", limiter, Global)
+                .unwrap()
+                .cost(|r| {
+                    r.headers
+                        .get("x-cost")
+                        .map_or(1, |v| v.to_str().unwrap().parse().unwrap())
+                })
+                .dry_run(true)
+                .layer(tower::service_fn(|_: Request<()>| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+                }));
+            let send = |cost: u64| {
+                let mut req = Request::new(());
+                req.headers_mut()
+                    .insert("x-cost", cost.to_string().parse().unwrap());
+                svc.clone().oneshot(req)
+            };
+            let admitted =
+                |r: &Response<String>| r.extensions().get::<Decision>().unwrap().admitted;
+            let mut now = EPOCH_US;
+            for _ in 0..rng.below(10) {
+                now += rng.below(2 * period_ms * 1_000);
+                time.set(now);
+                send(1 + rng.below(3)).await.unwrap();
+            }
+            let resp = send(1).await.unwrap();
+            let current = resp.headers()["ratelimit"].to_str().unwrap().to_owned();
+            let field = |name: &str| {
+                current
+                    .split(';')
+                    .find_map(|p| p.strip_prefix(name))
+                    .map(|v| v.parse::<u64>().unwrap())
+            };
+            let (r, t) = (field("r=").unwrap(), field("t="));
+            let buckets = !matches!(alg, Algorithm::SlidingWindowCounter | Algorithm::SlidingLog);
+            // The windows tell `t` only on a refusal (the unit's retry time).
+            assert_eq!(t.is_some(), buckets || !admitted(&resp), "{alg}: {current}");
+            for i in 0..r {
+                assert!(
+                    admitted(&send(1).await.unwrap()),
+                    "{alg} {quota}: unit {i} of r = {r} refused ({current})"
+                );
+            }
+            if let Some(t) = t.filter(|&t| t > 0) {
+                with_t += 1;
+                time.set(now + t * 1_000_000 - 1);
+                assert!(
+                    !admitted(&send(1).await.unwrap()),
+                    "{alg} {quota}: r = {r} and one more within t = {t}"
+                );
+            }
+        }
+        assert!(with_t > 20, "only {with_t} cases had a window to check");
+    });
+}
