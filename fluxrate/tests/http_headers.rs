@@ -336,6 +336,159 @@ async fn a_dropped_waiter_gives_its_place_back_and_max_delay_refuses() {
     assert_eq!(b.await.unwrap().unwrap().status(), StatusCode::OK);
 }
 
+fn with_key(k: &str) -> Request<()> {
+    let mut r = Request::new(());
+    r.headers_mut().insert("x-k", k.parse().unwrap());
+    r
+}
+
+fn keyed_by_header(lim: Arc<RateLimiter<RequestKey, ManualClock>>) -> RateLimitLayer {
+    RateLimitLayer::new()
+        .limiter("k", lim, Header(HeaderName::from_static("x-k")))
+        .unwrap()
+}
+
+/// Review of issue 12: a store full of live keys refused a new key with the numbers of a fresh
+/// key (`r=9;t=360`, `r=10;t=3600`): the refusal is the store's, so nothing is available to
+/// that key until a slot frees, which is also when `Retry-After` points.
+#[tokio::test]
+async fn a_full_store_refusal_tells_no_quota_until_a_slot_frees() {
+    for alg in ALGORITHMS {
+        let clock = ManualClock::new();
+        let lim = Arc::new(
+            RateLimiter::builder(Quota::per_hour(10))
+                .algorithm(alg)
+                .clock(clock.clone())
+                .keyed::<RequestKey>()
+                .max_keys(1)
+                .build()
+                .unwrap(),
+        );
+        let svc = keyed_by_header(lim).layer(ok());
+        assert_eq!(
+            svc.clone().oneshot(with_key("a")).await.unwrap().status(),
+            StatusCode::OK
+        );
+        let r = svc.clone().oneshot(with_key("b")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{alg}");
+        let retry: u64 = header(&r, "retry-after").parse().unwrap();
+        assert_eq!(
+            header(&r, "ratelimit"),
+            format!("\"k\";r=0;t={retry}"),
+            "{alg}"
+        );
+        // Nothing for "b" until then, then "a"'s slot is free.
+        clock.advance(Duration::from_secs(retry) - Duration::from_nanos(1));
+        let before = svc.clone().oneshot(with_key("b")).await.unwrap().status();
+        clock.advance(Duration::from_nanos(1));
+        let after = svc.clone().oneshot(with_key("b")).await.unwrap().status();
+        assert_eq!(
+            (before, after),
+            (StatusCode::TOO_MANY_REQUESTS, StatusCode::OK),
+            "{alg}"
+        );
+    }
+    // A log keyed "a" at 0: at 3,599 s its slot frees in 1 s, and Retry-After says 1.
+    let clock = ManualClock::new();
+    let lim = Arc::new(
+        RateLimiter::builder(Quota::per_hour(10))
+            .algorithm(Algorithm::SlidingLog)
+            .clock(clock.clone())
+            .keyed::<RequestKey>()
+            .max_keys(1)
+            .build()
+            .unwrap(),
+    );
+    let svc = keyed_by_header(lim).layer(ok());
+    svc.clone().oneshot(with_key("a")).await.unwrap();
+    clock.advance(Duration::from_secs(3_599));
+    let r = svc.clone().oneshot(with_key("b")).await.unwrap();
+    assert_eq!(
+        (header(&r, "ratelimit"), header(&r, "retry-after")),
+        ("\"k\";r=0;t=1", "1")
+    );
+}
+
+/// With `Overflow::Shared`, new keys of a full store are decided by one shared cell: its
+/// numbers, not a fresh key's (the window algorithms cannot tell its window: no `t`).
+#[tokio::test]
+async fn shared_overflow_numbers_are_the_shared_cells() {
+    let lim = Arc::new(
+        RateLimiter::builder(Quota::per_hour(10))
+            .algorithm(Algorithm::SlidingLog)
+            .clock(ManualClock::new())
+            .keyed::<RequestKey>()
+            .max_keys(1)
+            .overflow(fluxrate::Overflow::Shared)
+            .build()
+            .unwrap(),
+    );
+    let svc = keyed_by_header(lim).layer(ok());
+    svc.clone().oneshot(with_key("a")).await.unwrap();
+    for i in 0..10 {
+        let r = svc
+            .clone()
+            .oneshot(with_key(&format!("n{i}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "ratelimit"), format!("\"k\";r={}", 9 - i));
+    }
+    let r = svc.clone().oneshot(with_key("n10")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "ratelimit"), "\"k\";r=0;t=3600");
+}
+
+/// Review of issue 12: a shaped request's numbers were those of its decision, stale by its
+/// own delay when the client got them (the fifth of five said `r=0;t=1` while four were free).
+#[tokio::test(start_paused = true)]
+async fn a_shaped_response_tells_the_state_when_it_is_sent() {
+    let layer = RateLimitLayer::new()
+        .limiter("shaper", shaper(Quota::per_second(1).with_burst(5)), Global)
+        .unwrap();
+    let svc = layer.layer(ok());
+    let all: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(svc.clone().oneshot(Request::new(()))))
+        .collect();
+    let mut last = None;
+    for h in all {
+        last = Some(h.await.unwrap().unwrap());
+    }
+    let r = last.unwrap();
+    assert_eq!(decision(&r).delay, Duration::from_secs(4));
+    // Sent at 4 s: the queue holds 1 s (the fifth's own slot), so 4 places are free, and the
+    // next frees in 1 s.
+    assert_eq!(header(&r, "ratelimit"), "\"shaper\";r=4;t=1");
+}
+
+/// Review of issue 12: in a refusal, a limit that admitted and gave its admission back showed
+/// the numbers after the admission (`"a";r=2`, while 3 were then admitted at once).
+#[tokio::test]
+async fn a_given_back_admission_is_not_counted_in_the_numbers() {
+    let clock = ManualClock::new();
+    let a = manual_limiter(Quota::per_minute(3), Algorithm::TokenBucket, &clock);
+    let b = manual_limiter(Quota::per_hour(1), Algorithm::TokenBucket, &clock);
+    b.check_key(&RequestKey::Text("used".into())).unwrap();
+    let svc = RateLimitLayer::new()
+        .limiter("a", a, Global)
+        .unwrap()
+        .limiter("b", b, Header(HeaderName::from_static("x-k")))
+        .unwrap()
+        .layer(ok());
+    let r = svc.clone().oneshot(with_key("used")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "ratelimit"), "\"a\";r=3;t=20, \"b\";r=0;t=3600");
+}
+
+/// Review of issue 12: the policy of a valid extreme quota overflowed (a panic in debug).
+#[test]
+fn extreme_quotas_are_described_without_overflow() {
+    let q = Quota::new(u64::MAX, Duration::from_nanos(u64::MAX));
+    let lim = Arc::new(RateLimiter::<RequestKey>::keyed(q).unwrap());
+    assert!(RateLimitLayer::new().limiter("x", lim, Global).is_ok());
+    assert!(RateLimitLayer::new().limit("x", q, Global).is_ok());
+}
+
 const ALGORITHMS: [Algorithm; 5] = [
     Algorithm::TokenBucket,
     Algorithm::LeakyBucket,
@@ -344,11 +497,15 @@ const ALGORITHMS: [Algorithm; 5] = [
     Algorithm::SlidingLog,
 ];
 
-/// `(r, t)` of the only item of a `RateLimit` field.
-fn parse_current(v: &str) -> (u64, u64) {
+/// `(r, t)` of the item named `name` of a `RateLimit` field.
+fn parse_current(v: &str, name: &str) -> (u64, u64) {
+    let item = v
+        .split(", ")
+        .find(|i| i.starts_with(&format!("\"{name}\";")))
+        .unwrap_or_else(|| panic!("no item {name} in {v}"));
     let mut r = None;
     let mut t = None;
-    for p in v.split(';').skip(1) {
+    for p in item.split(';').skip(1) {
         let (k, x) = p.split_once('=').unwrap();
         match k {
             "r" => r = x.parse().ok(),
@@ -362,18 +519,32 @@ fn parse_current(v: &str) -> (u64, u64) {
     )
 }
 
+/// One honesty case: `alg` on `quota` as limit "l" (Global), optionally a leaky bucket's
+/// `max_delay`, optionally a second limit "b" keyed by a header (per hour 1), which refuses
+/// some requests after "l" admitted them (so "l" gives them back); a random history, then a
+/// probe request.
+struct Case {
+    alg: Algorithm,
+    quota: Quota,
+    max_delay: Option<Duration>,
+    second: bool,
+    /// `(advance ns, cost, value of the second limit's header)`.
+    history: Vec<(u64, u64, u8)>,
+    probe_b: u8,
+    /// `None`: `r` at once, then one more at `t` − 1 ns; `Some`: unit requests at these
+    /// instants of `[0, t)`.
+    spread: Option<Vec<u64>>,
+}
+
 /// The honesty property of issue 12, for every algorithm: after any response carrying `r`/`t`
 /// for a key (no other traffic on it), `r` requests sent at once are all admitted, and no more
 /// than `r` are admitted within `t` seconds of the decision. Rounding: `t` is the effective
 /// window rounded down to whole seconds, so "within `t`" holds up to `t` seconds exactly;
-/// probes run at random instants of `[0, t)` and at `t − 1 ns`. `Retry-After` is never
-/// earlier than `t`.
-fn honest(
-    alg: Algorithm,
-    quota: Quota,
-    history: Vec<(u64, u64)>,
-    spread: Option<Vec<u64>>,
-) -> Result<(), TestCaseError> {
+/// probes run at random instants of `[0, t)` and at `t − 1 ns`, counted from when the client
+/// gets the response (after a shaped request's delay). `Retry-After` is never earlier than `t`.
+/// The probes go to the limiter itself (as the layer decides: a shaper with
+/// its `max_delay`), so that the second limit's refusals do not hide the first's numbers.
+fn honest(case: Case) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -381,52 +552,67 @@ fn honest(
         .unwrap();
     rt.block_on(async move {
         let clock = ManualClock::starting_at(1_000_000_000_000);
-        let layer = RateLimitLayer::new()
-            .limiter("l", manual_limiter(quota, alg, &clock), Global)
+        let lim = manual_limiter(case.quota, case.alg, &clock);
+        let mut layer = RateLimitLayer::new()
+            .limiter("l", lim.clone(), Global)
             .unwrap()
             .cost(|r| {
                 r.headers
                     .get("x-cost")
                     .map_or(1, |v| v.to_str().unwrap().parse().unwrap())
             });
+        if case.second {
+            layer = layer
+                .limiter(
+                    "b",
+                    manual_limiter(Quota::per_hour(1), Algorithm::TokenBucket, &clock),
+                    Header(HeaderName::from_static("x-b")),
+                )
+                .unwrap();
+        }
+        if let Some(d) = case.max_delay {
+            layer = layer.max_delay(d);
+        }
         let svc = layer.layer(ok());
-        let send = |cost: u64| {
+        let send = |cost: u64, b: u8| {
             let mut req = Request::new(());
             req.headers_mut()
                 .insert("x-cost", cost.to_string().parse().unwrap());
+            req.headers_mut()
+                .insert("x-b", b.to_string().parse().unwrap());
             svc.clone().oneshot(req)
         };
-        for (dt, cost) in history {
+        // A shaped request reaches the service (and its client gets the numbers) after its
+        // delay: the limiter's clock moves by as much, as a real one would meanwhile.
+        let waited = |resp: &Response<String>| clock.advance(decision(resp).delay);
+        for (dt, cost, b) in case.history {
             clock.advance_ns(dt);
-            let _ = send(cost).await.unwrap();
+            waited(&send(cost, b).await.unwrap());
         }
-        let resp = send(1).await.unwrap();
-        let (r, t) = parse_current(header(&resp, "ratelimit"));
-        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+        let resp = send(1, case.probe_b).await.unwrap();
+        waited(&resp);
+        let (r, t) = parse_current(header(&resp, "ratelimit"), "l");
+        if decision(&resp).refused_by.as_deref() == Some("l") {
             let retry: u64 = header(&resp, "retry-after").parse().unwrap();
             prop_assert!(retry >= t, "Retry-After {} earlier than t {}", retry, t);
         }
+        let shaper_cap = case
+            .max_delay
+            .filter(|_| case.alg == Algorithm::LeakyBucket);
+        let admit = || match shaper_cap {
+            Some(m) => lim.reserve_key_n(&RequestKey::Global, 1, m).is_ok(),
+            None => lim.check_key(&RequestKey::Global).is_ok(),
+        };
         let at_decision = fluxrate::Clock::now(&clock);
         let window_end = at_decision + t * 1_000_000_000;
-        let ok = |resp: &Response<String>| resp.status() == StatusCode::OK;
-        match spread {
+        match case.spread {
             None => {
                 for i in 0..r {
-                    prop_assert!(
-                        ok(&send(1).await.unwrap()),
-                        "unit {} of r = {} refused",
-                        i,
-                        r
-                    );
+                    prop_assert!(admit(), "unit {} of r = {} refused", i, r);
                 }
                 if t > 0 {
                     clock.set(window_end - 1);
-                    prop_assert!(
-                        !ok(&send(1).await.unwrap()),
-                        "r = {} and one more within t = {}",
-                        r,
-                        t
-                    );
+                    prop_assert!(!admit(), "r = {} and one more within t = {}", r, t);
                 }
             }
             Some(mut at) => {
@@ -437,7 +623,7 @@ fn honest(
                         break;
                     }
                     clock.set(at_decision + x % (t * 1_000_000_000));
-                    admitted += u64::from(ok(&send(1).await.unwrap()));
+                    admitted += u64::from(admit());
                 }
                 prop_assert!(
                     admitted <= r,
@@ -453,7 +639,11 @@ fn honest(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("FLUXRATE_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4096),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn rate_limit_fields_are_honest(
@@ -461,13 +651,24 @@ proptest! {
         calls in 1u64..6,
         period_ms in 1_000u64..90_000,
         burst in 1u64..6,
-        history in prop::collection::vec((0u64..60_000_000_000, 1u64..4), 0..12),
+        max_delay_ms in prop::option::of(0u64..20_000),
+        second in any::<bool>(),
+        history in prop::collection::vec((0u64..60_000_000_000, 1u64..4, 0u8..3), 0..12),
+        probe_b in 0u8..3,
         spread in prop::option::of(prop::collection::vec(any::<u64>(), 1..12)),
     ) {
         let mut quota = Quota::new(calls, Duration::from_millis(period_ms));
         if matches!(alg, Algorithm::TokenBucket | Algorithm::LeakyBucket) {
             quota = quota.with_burst(burst);
         }
-        honest(alg, quota, history, spread)?;
+        honest(Case {
+            alg,
+            quota,
+            max_delay: max_delay_ms.map(Duration::from_millis),
+            second,
+            history,
+            probe_b,
+            spread,
+        })?;
     }
 }

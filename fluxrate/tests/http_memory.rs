@@ -96,6 +96,6 @@ async fn bytes_per_key_held() {
     .await;
     println!("token bucket, bytes per key held: IP {ip}, 256-byte header value {text}");
     // An IP key is inline (no allocation of its own); a text key adds its bytes.
-    assert!(ip <= 160, "{ip} bytes per IP key");
-    assert!((256..=480).contains(&text), "{text} bytes per 256-byte key");
+    assert!(ip <= 80, "{ip} bytes per IP key");
+    assert!((256..=352).contains(&text), "{text} bytes per 256-byte key");
 }

@@ -1975,3 +1975,124 @@ fn redis_rate_limit_fields_are_honest() {
         assert!(with_t > 20, "only {with_t} cases had a window to check");
     });
 }
+
+/// Review of issue 12: a Redis leaky bucket under the layer's `max_delay` was admitted without
+/// a cap and then given back, so its refusal claimed a window from the TAT it had just given
+/// back (`t=1` where one fits 0.5 s later) and a later `Retry-After`. The cap now goes into
+/// the script: the same numbers as in-process.
+#[cfg(feature = "tower")]
+#[test]
+fn redis_shaper_cap_is_decided_in_the_script() {
+    use fluxrate::http::{Decision, Global, RateLimitLayer, RequestKey};
+    use http::{Request, Response};
+    use tower::{Layer, ServiceExt};
+    if !available("redis_shaper_cap_is_decided_in_the_script") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let time = ManualTime::new(EPOCH_US);
+        let q = Quota::per_second(1).with_burst(5);
+        let remote = manual(&backend, "cap-lb", q, Algorithm::LeakyBucket, &time);
+        let clock = ManualClock::new();
+        let local = std::sync::Arc::new(
+            RateLimiter::builder(q)
+                .algorithm(Algorithm::LeakyBucket)
+                .clock(clock.clone())
+                .keyed::<RequestKey>()
+                .build()
+                .unwrap(),
+        );
+        let ok = || {
+            tower::service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+            })
+        };
+        // Dry-run layers admit without waiting on a real timer; the refusal comes from a layer
+        // that answers it (with its Retry-After), on the same limiter.
+        let cap = Duration::from_millis(1_500);
+        let redis = RateLimitLayer::new()
+            .redis_limit("lb", remote, Global)
+            .unwrap()
+            .max_delay(cap);
+        let inproc = RateLimitLayer::new()
+            .limiter("lb", local, Global)
+            .unwrap()
+            .max_delay(cap);
+        let admitted = |r: &Response<String>| r.extensions().get::<Decision>().unwrap().admitted;
+        let mut answers = Vec::new();
+        for layer in [&redis, &inproc] {
+            let dry = layer.clone().dry_run(true).layer(ok());
+            for _ in 0..2 {
+                assert!(admitted(
+                    &dry.clone().oneshot(Request::new(())).await.unwrap()
+                ));
+            }
+            let r = layer.layer(ok()).oneshot(Request::new(())).await.unwrap();
+            assert!(!admitted(&r));
+            answers.push((
+                r.headers()["ratelimit"].to_str().unwrap().to_owned(),
+                r.headers()["retry-after"].to_str().unwrap().to_owned(),
+            ));
+        }
+        assert_eq!(answers[0], answers[1], "Redis and in-process agree");
+        assert_eq!(answers[0], ("\"lb\";r=0;t=0".to_owned(), "1".to_owned()));
+        // 0.5 s later one fits within the cap again.
+        time.set(EPOCH_US + 500_000);
+        let dry = redis.dry_run(true).layer(ok());
+        assert!(admitted(&dry.oneshot(Request::new(())).await.unwrap()));
+    });
+}
+
+/// Review of issue 12: under `FailLocal` with Redis down, a shaper's refusal past the cap was
+/// reported as decided by Redis (and `degraded()` false), and the fallback claimed places the
+/// cap would refuse.
+#[cfg(feature = "tower")]
+#[test]
+fn a_local_fallback_shaper_is_reported_as_the_fallback() {
+    use fluxrate::http::{DecidedBy as By, Decision, Global, RateLimitLayer};
+    use http::{Request, Response};
+    use tower::{Layer, ServiceExt};
+    if !available("a_local_fallback_shaper_is_reported_as_the_fallback") {
+        return;
+    }
+    let mut server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let lim = RedisRateLimiter::builder(&backend, "fb-lb", Quota::per_second(1).with_burst(5))
+            .algorithm(Algorithm::LeakyBucket)
+            .timeout(Duration::from_millis(300))
+            .on_failure(FailurePolicy::FailLocal { share: 1.0 })
+            .build()
+            .unwrap();
+        let svc = RateLimitLayer::new()
+            .redis_limit("lb", lim, Global)
+            .unwrap()
+            .max_delay(Duration::from_millis(1_500))
+            .dry_run(true)
+            .layer(tower::service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+            }));
+        server.kill9();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+            let d = r.extensions().get::<Decision>().unwrap().clone();
+            assert_eq!(d.limits[0].decided_by, By::LocalFallback);
+            assert!(d.degraded());
+            seen.push((
+                d.admitted,
+                r.headers()["ratelimit"].to_str().unwrap().to_owned(),
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                (true, "\"lb\";r=0".to_owned()),
+                (true, "\"lb\";r=0".to_owned()),
+                (false, "\"lb\";r=0".to_owned())
+            ]
+        );
+    });
+}

@@ -111,14 +111,22 @@ impl Limit {
         (self.algorithm == Algorithm::LeakyBucket).then(|| max_delay.map(ns))
     }
 
+    fn is_bucket(&self) -> bool {
+        matches!(
+            self.algorithm,
+            Algorithm::TokenBucket | Algorithm::LeakyBucket
+        )
+    }
+
     /// The numbers of a bucket limit whose TAT is `ahead` ns past the decision.
-    fn bucket(&self, ahead: u64, max_delay: Option<Duration>) -> Current {
+    pub(super) fn bucket(&self, ahead: u64, max_delay: Option<Duration>) -> Current {
         let max_wait = self.shaper(max_delay).flatten();
         let (r, window) = bucket_current(self.capacity, self.interval, ahead, max_wait);
         Current {
             r,
             t: Some(Duration::from_nanos(window)),
             reset: Duration::from_nanos(ahead),
+            ahead: Some(ahead),
         }
     }
 
@@ -130,29 +138,39 @@ impl Limit {
         max_delay: Option<Duration>,
         peek: Option<&dyn Fn() -> Snapshot>,
     ) -> Current {
-        match self.algorithm {
-            Algorithm::TokenBucket | Algorithm::LeakyBucket => {
-                self.bucket(ns(a.reset_after()), max_delay)
-            }
+        if self.is_bucket() {
+            // The admission's TAT: the key's own cell, or the shared overflow cell that
+            // decided it.
+            return self.bucket(ns(a.reset_after()), max_delay);
+        }
+        let unknown_window = Current {
+            r: a.remaining(),
+            t: None,
+            reset: a.reset_after(),
+            ahead: None,
+        };
+        match (self.algorithm, peek) {
             // After an admission `reset_after` is the end of the admission's window, and using
             // what remains leaves nothing until then.
-            Algorithm::FixedWindow => Current {
-                r: a.remaining(),
+            (Algorithm::FixedWindow, _) => Current {
                 t: Some(a.reset_after()),
-                reset: a.reset_after(),
+                ..unknown_window
             },
-            _ => match peek {
-                Some(peek) => from_snapshot(&peek()),
-                None => Current {
-                    r: a.remaining(),
-                    t: None,
-                    reset: a.reset_after(),
-                },
-            },
+            (_, Some(peek)) => {
+                let s = peek();
+                // An admission leaves the key's own cell used: a fresh one means the shared
+                // overflow cell decided (the store is full), whose window is not known here.
+                if s.remaining() >= s.limit() {
+                    unknown_window
+                } else {
+                    from_snapshot(&s)
+                }
+            }
+            (_, None) => unknown_window,
         }
     }
 
-    /// The numbers after a refusal of `n` units.
+    /// The numbers after a refusal of `n` units; `peek` as for [`admitted`](Self::admitted).
     fn refused(
         &self,
         e: &RateLimited,
@@ -160,21 +178,34 @@ impl Limit {
         max_delay: Option<Duration>,
         peek: Option<&dyn Fn() -> Snapshot>,
     ) -> Current {
-        if matches!(
-            self.algorithm,
-            Algorithm::TokenBucket | Algorithm::LeakyBucket
-        ) {
-            return self.bucket(ns(e.reset_after()), max_delay);
+        // A refused unit: nothing is available, and one unit comes after `retry_after`.
+        let unit = Current {
+            r: 0,
+            t: (n == 1).then(|| e.retry_after()),
+            reset: e.reset_after(),
+            ahead: None,
+        };
+        let Some(peek) = peek else {
+            return if self.is_bucket() {
+                self.bucket(ns(e.reset_after()), max_delay)
+            } else {
+                unit
+            };
+        };
+        let s = peek();
+        let own = if self.is_bucket() {
+            // The key's own queue, with the shaper's cap.
+            self.bucket(ns(s.reset_after()), max_delay)
+        } else {
+            from_snapshot(&s)
+        };
+        if own.r >= n {
+            // The key's own cell would have admitted it: the store refused (full of live keys,
+            // `Overflow::Reject`: nothing for this key before `retry_after`, when a slot may
+            // free), or the shared overflow cell did.
+            return unit;
         }
-        match peek {
-            Some(peek) => from_snapshot(&peek()),
-            // A unit refused: nothing is available, and one unit comes after `retry_after`.
-            None => Current {
-                r: 0,
-                t: (n == 1).then(|| e.retry_after()),
-                reset: e.reset_after(),
-            },
-        }
+        own
     }
 
     /// When `n` units could go through a shaper refused for its delay cap or its queue:
@@ -207,14 +238,18 @@ impl Limit {
                 taken: Taken::Local(a),
                 by: DecidedBy::Local,
             },
-            Err(Denied::Limited(e)) => Outcome::Limited {
-                retry: match shaper {
-                    Some(Some(m)) => self.shaper_retry(&e, n, m),
-                    _ => e.retry_after(),
-                },
-                current: Some(self.refused(&e, n, max_delay, Some(&peek))),
-                by: DecidedBy::Local,
-            },
+            Err(Denied::Limited(e)) => {
+                let current = self.refused(&e, n, max_delay, Some(&peek));
+                Outcome::Limited {
+                    retry: match shaper {
+                        // The key's own queue refused (not the store): when it would fit.
+                        Some(Some(m)) if current.ahead.is_some() => self.shaper_retry(&e, n, m),
+                        _ => e.retry_after(),
+                    },
+                    current: Some(current),
+                    by: DecidedBy::Local,
+                }
+            }
             Err(Denied::Never(e)) => Outcome::Never {
                 requested: e.requested(),
                 capacity: e.capacity(),
@@ -222,7 +257,7 @@ impl Limit {
         }
     }
 
-    /// The outcome of a Redis decision (the shaper's delay cap was applied by the caller).
+    /// The outcome of a Redis decision, made with the shaper's delay cap in the script.
     #[cfg(feature = "redis")]
     fn remote(&self, d: crate::redis::Decision, n: u64, max_delay: Option<Duration>) -> Outcome {
         use crate::redis::{DecidedBy as By, RedisDenied};
@@ -232,17 +267,19 @@ impl Limit {
             By::Local => DecidedBy::LocalFallback,
             _ => DecidedBy::FailClosed,
         };
+        let cap = self.shaper(max_delay).flatten();
         match &d.result {
             Ok(a) => {
                 let current = match by {
                     // Fail-open admitted without counting: no numbers to tell.
                     DecidedBy::FailOpen => None,
-                    // The fallback's numbers are its own share of the quota: `r` as it says,
-                    // no window claimed.
+                    // The fallback's numbers are its own share of the quota, and it queues
+                    // without the layer's cap: `r` as it says (none under a cap), no window.
                     DecidedBy::LocalFallback => Some(Current {
-                        r: a.remaining(),
+                        r: if cap.is_some() { 0 } else { a.remaining() },
                         t: None,
                         reset: a.reset_after(),
+                        ahead: None,
                     }),
                     _ => Some(self.admitted(a, max_delay, None)),
                 };
@@ -252,17 +289,22 @@ impl Limit {
                     by,
                 }
             }
-            Err(RedisDenied::Limited(e)) => Outcome::Limited {
+            Err(RedisDenied::Limited(e)) if by == DecidedBy::LocalFallback => Outcome::Limited {
                 retry: e.retry_after(),
-                current: Some(if by == DecidedBy::LocalFallback {
-                    Current {
-                        r: 0,
-                        t: None,
-                        reset: e.reset_after(),
-                    }
-                } else {
-                    self.refused(e, n, max_delay, None)
+                current: Some(Current {
+                    r: 0,
+                    t: None,
+                    reset: e.reset_after(),
+                    ahead: None,
                 }),
+                by,
+            },
+            Err(RedisDenied::Limited(e)) => Outcome::Limited {
+                retry: match cap {
+                    Some(m) => self.shaper_retry(e, n, m),
+                    None => e.retry_after(),
+                },
+                current: Some(self.refused(e, n, max_delay, None)),
                 by,
             },
             Err(RedisDenied::Never(e)) => Outcome::Never {
@@ -281,6 +323,7 @@ fn from_snapshot(s: &Snapshot) -> Current {
         r: s.remaining(),
         t: s.effective_window(),
         reset: s.reset_after(),
+        ahead: None,
     }
 }
 
@@ -318,6 +361,37 @@ pub(super) struct Verdict {
 }
 
 impl Verdict {
+    /// The admissions of `limits` were given back: their items describe the state before them
+    /// (a bucket's TAT moves back by `n·T`; the windows give nothing back).
+    pub(super) fn given_back(&mut self, config: &Config, limits: &[usize], n: u64) {
+        // A refused request waits for nothing.
+        self.delay = Duration::ZERO;
+        for (i, current) in &mut self.items {
+            let l = &config.limits[*i];
+            if let (true, Some(Current { ahead: Some(a), .. })) = (limits.contains(i), *current) {
+                let before = a.saturating_sub(n.saturating_mul(l.interval));
+                *current = Some(l.bucket(before, config.max_delay));
+            }
+        }
+    }
+
+    /// The request waited `by` before the inner service saw it: the numbers as of then (with
+    /// no other traffic, a bucket's TAT is that much nearer; a window's end too, and what was
+    /// available still is).
+    pub(super) fn aged(&mut self, config: &Config, by: Duration) {
+        for (i, current) in &mut self.items {
+            let Some(c) = current else { continue };
+            *c = match c.ahead {
+                Some(a) => config.limits[*i].bucket(a.saturating_sub(ns(by)), config.max_delay),
+                None => Current {
+                    t: c.t.map(|t| t.saturating_sub(by)),
+                    reset: c.reset.saturating_sub(by),
+                    ..*c
+                },
+            };
+        }
+    }
+
     /// Record limit `i`'s outcome, decided for `key`; false once the request is refused.
     fn record(&mut self, i: usize, limit: &Limit, key: RequestKey, outcome: Outcome) -> bool {
         let decided = |decided_by, admitted| LimitDecision {
@@ -392,37 +466,51 @@ impl Config {
         }
         if v.refused.is_some() {
             // All or nothing: give back what the earlier limits took.
-            self.give_back_local(&v.taken);
+            let back = self.give_back_local(&v.taken);
+            v.given_back(self, &back, n);
         }
         v
     }
 
-    /// Give back what in-process limits took (Redis admissions are left to the caller).
-    pub(super) fn give_back_local(&self, taken: &[(usize, RequestKey, Taken)]) {
+    /// Give back what in-process limits took (Redis admissions are left to the caller); the
+    /// limits whose admission came back.
+    pub(super) fn give_back_local(&self, taken: &[(usize, RequestKey, Taken)]) -> Vec<usize> {
+        let mut back = Vec::new();
         for (i, key, t) in taken {
             #[allow(irrefutable_let_patterns)]
             if let (Backend::Local(lim), Taken::Local(a)) = (&self.limits[*i].backend, t) {
-                lim.cancel(key, a);
+                if lim.cancel(key, a) {
+                    back.push(*i);
+                }
             }
         }
+        back
     }
 
     /// Give back everything taken: in-process limits, Redis, or Redis's local fallback (which
     /// a Redis admission also charged).
     #[cfg(feature = "redis")]
-    pub(super) async fn give_back(&self, taken: &[(usize, RequestKey, Taken)]) {
-        self.give_back_local(taken);
-        self.give_back_remote(taken).await;
+    pub(super) async fn give_back(&self, taken: &[(usize, RequestKey, Taken)]) -> Vec<usize> {
+        let mut back = self.give_back_local(taken);
+        back.extend(self.give_back_remote(taken).await);
+        back
     }
 
-    /// Give back what Redis limits took.
+    /// Give back what Redis limits took; the limits whose admission came back.
     #[cfg(feature = "redis")]
-    pub(super) async fn give_back_remote(&self, taken: &[(usize, RequestKey, Taken)]) {
+    pub(super) async fn give_back_remote(
+        &self,
+        taken: &[(usize, RequestKey, Taken)],
+    ) -> Vec<usize> {
+        let mut back = Vec::new();
         for (i, key, t) in taken {
             if let (Backend::Redis(r), Taken::Redis(_, d)) = (&self.limits[*i].backend, t) {
-                let _ = r.cancel_decision(key, d).await;
+                if let Ok(true) = r.cancel_decision(key, d).await {
+                    back.push(*i);
+                }
             }
         }
+        back
     }
 
     /// Decide a request against every limit, some of them in Redis.
@@ -434,22 +522,41 @@ impl Config {
             let outcome = match &l.backend {
                 Backend::Local(lim) => l.local(&**lim, &key, n, self.max_delay),
                 Backend::Redis(r) => {
-                    let mut d = r.decide_key_n(&key, n).await;
+                    // A shaper's delay cap goes into the script (`max_wait`).
+                    let cap = l.shaper(self.max_delay).flatten();
+                    let decide = |key: &RequestKey| {
+                        let (r, key) = (r.clone(), key.clone());
+                        async move {
+                            match cap {
+                                Some(m) => {
+                                    r.decide_reserve_key_n(&key, n, Duration::from_nanos(m))
+                                        .await
+                                }
+                                None => r.decide_key_n(&key, n).await,
+                            }
+                        }
+                    };
+                    let mut d = decide(&key).await;
                     if let Err(RedisDenied::Invalid(_)) = d.result {
                         // A key Redis will not take (too long once escaped) counts as unknown,
                         // and so does what it took.
                         key = RequestKey::Unknown;
-                        d = r.decide_key_n(&key, n).await;
+                        d = decide(&key).await;
                     }
-                    match (&d.result, l.shaper(self.max_delay).flatten()) {
-                        // The script queues without a cap: past the layer's, give it back and
-                        // refuse, as the in-process shaper would.
-                        (Ok(a), Some(m)) if ns(a.delay()) > m => {
+                    match (&d.result, cap, d.decided_by) {
+                        // The local fallback queues without the cap: past it, give its place
+                        // back (a local CAS) and refuse.
+                        (Ok(a), Some(m), crate::redis::DecidedBy::Local) if ns(a.delay()) > m => {
                             let _ = r.cancel_decision(&key, &d).await;
                             Outcome::Limited {
                                 retry: Duration::from_nanos(ns(a.delay()) - m),
-                                current: Some(l.bucket(ns(a.reset_after()), self.max_delay)),
-                                by: DecidedBy::Redis,
+                                current: Some(Current {
+                                    r: 0,
+                                    t: None,
+                                    reset: a.reset_after(),
+                                    ahead: None,
+                                }),
+                                by: DecidedBy::LocalFallback,
                             }
                         }
                         _ => l.remote(d, n, self.max_delay),
@@ -461,7 +568,8 @@ impl Config {
             }
         }
         if v.refused.is_some() {
-            self.give_back(&v.taken).await;
+            let back = self.give_back(&v.taken).await;
+            v.given_back(self, &back, n);
         }
         v
     }

@@ -62,7 +62,7 @@ pub struct Decision {
     /// Whether the layer is in dry-run mode (a refused request went through anyway).
     pub dry_run: bool,
     /// How long a shaping limit (a leaky bucket) held the request before the inner service saw
-    /// it.
+    /// it; in dry-run mode, how long it would have (dry runs do not wait).
     pub delay: Duration,
     /// Each limit checked, in order, and who decided it.
     pub limits: Vec<LimitDecision>,

@@ -46,7 +46,10 @@ impl Policy {
     pub(super) fn of(quota: Quota, algorithm: Algorithm, capacity: u64) -> Self {
         let period = quota.period().as_nanos().max(1);
         let w = period.div_ceil(1_000_000_000).max(1);
-        let q = u128::from(quota.calls()) * w * 1_000_000_000 / period;
+        let q = u128::from(quota.calls())
+            .saturating_mul(w)
+            .saturating_mul(1_000_000_000)
+            / period;
         let bucket = matches!(algorithm, Algorithm::TokenBucket | Algorithm::LeakyBucket);
         Self {
             q: sf_int(u64::try_from(q).unwrap_or(u64::MAX)),
@@ -64,6 +67,10 @@ pub(super) struct Current {
     pub(super) r: u64,
     pub(super) t: Option<Duration>,
     pub(super) reset: Duration,
+    /// A bucket's TAT ahead of the decision (ns), from which the numbers are recomputed when
+    /// the state moves without traffic (a shaped request's wait, a give-back); `None` for the
+    /// windows and for numbers not the limit's own.
+    pub(super) ahead: Option<u64>,
 }
 
 /// `r` and the effective window for a token or leaky bucket whose TAT is `ahead` ns past the
@@ -101,7 +108,7 @@ pub(super) fn bucket_current(b: u64, t: u64, ahead: u64, max_wait: Option<u64>) 
 
 /// Whole seconds, rounded up.
 pub(super) fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 /// A header value from text the layer built (ASCII only: never fails in practice).
@@ -126,6 +133,8 @@ pub(super) fn sf_string(out: &mut String, s: &str) {
 pub(super) struct Item<'a> {
     pub(super) name: &'a str,
     pub(super) policy: Policy,
+    /// Burst, queue capacity, or calls per window (the legacy `X-RateLimit-Limit`).
+    pub(super) capacity: u64,
     pub(super) current: Option<Current>,
 }
 
@@ -181,7 +190,7 @@ pub(super) fn write_headers(
             .filter_map(|it| it.current.map(|c| (it, c)))
             .min_by_key(|(_, c)| (c.r, core::cmp::Reverse(c.reset)));
         if let Some((it, c)) = most {
-            let limit = it.policy.burst.unwrap_or(it.policy.q);
+            let limit = it.capacity;
             let set = |h: &mut HeaderMap, name, v: u64| {
                 h.insert(
                     HeaderName::from_static(name),

@@ -133,7 +133,9 @@ impl RateLimitLayer {
     /// `max_keys` and no further: when every held key is still live, a new key is refused
     /// (`Overflow::Reject`, with a `Retry-After` saying when a slot frees) or shares one extra
     /// cell (`Overflow::Shared`). A limit keyed by an unauthenticated header limits nothing
-    /// against such a client: put an IP limit before it.
+    /// against such a client: put an IP limit before it. Someone who keeps `max_keys` keys
+    /// live locks new clients out of the limit until slots free: size `max_keys` for the
+    /// legitimate population.
     ///
     /// # Errors
     ///
@@ -271,7 +273,11 @@ impl RateLimitLayer {
     /// whose future is dropped while it waits (the client went away) gives its place back
     /// when no later request was queued behind it ([`RateLimiter::cancel_key`]); otherwise
     /// the place passes unused, which keeps the spacing of the requests behind it. Each
-    /// waiting request holds its connection.
+    /// waiting request holds its connection. A request admitted by several shaping limits
+    /// waits for the longest of its delays (as with nginx): give a route one shaper. The
+    /// response's fields describe the state when it is sent, after the wait. For a Redis
+    /// limit the cap is applied in the script; a `FailLocal` fallback queues without it, so
+    /// past the cap the layer gives the fallback's place back and refuses.
     pub fn max_delay(mut self, max_delay: Duration) -> Self {
         self.config_mut().max_delay = Some(max_delay);
         self

@@ -13,7 +13,6 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The middleware service; built by [`RateLimitLayer`](super::RateLimitLayer).
 #[derive(Clone)]
@@ -60,6 +59,7 @@ impl Config {
             .map(|&(i, current)| Item {
                 name: &self.limits[i].name,
                 policy: self.limits[i].policy,
+                capacity: self.limits[i].capacity,
                 current,
             })
             .collect()
@@ -167,11 +167,7 @@ impl Config {
                 })
             ),
             dry_run: self.dry_run,
-            delay: if self.dry_run {
-                Duration::ZERO
-            } else {
-                v.delay
-            },
+            delay: v.delay,
             limits: v.limits.clone(),
         }
     }
@@ -200,6 +196,8 @@ impl Config {
             };
             tokio::time::sleep(v.delay).await;
             guard.taken.clear();
+            let delay = v.delay;
+            v.aged(&self, delay);
         }
         let mut resp = inner.call(req).await?;
         self.finish(&v, &mut resp);

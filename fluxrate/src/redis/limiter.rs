@@ -699,6 +699,18 @@ impl RedisRateLimiter {
         self.decide(key, n, us, DECIDE).await.result
     }
 
+    /// [`reserve_key_n`](Self::reserve_key_n), saying who decided (Redis, or the failure
+    /// policy; a `FailLocal` fallback queues without the `max_wait` cap).
+    pub async fn decide_reserve_key_n<K: RedisKey + ?Sized>(
+        &self,
+        key: &K,
+        n: u64,
+        max_wait: Duration,
+    ) -> Decision {
+        let us = i64::try_from(max_wait.as_micros()).unwrap_or(i64::MAX);
+        self.decide(key, n, us, DECIDE).await
+    }
+
     /// Wait (asynchronously) until `n` is admitted for `key`, or fail at once with
     /// [`RedisDenied::Timeout`], consuming nothing, if that would take longer than `timeout`.
     /// The token and leaky bucket reserve a place and sleep once; the window algorithms sleep
