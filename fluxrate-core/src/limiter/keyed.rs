@@ -1,0 +1,334 @@
+//! The keyed API: an independent limit per key, its cell found (or made) in the keyed store,
+//! and the store's overflow policy; the store's housekeeping (`sweep`, `reset_all`, stats).
+
+use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
+use crate::clock::{nanos_saturating, Clock};
+use crate::error::{AcquireError, Denied, RateLimited, TimeoutExceeded};
+use crate::stats::KeyStats;
+use crate::store::{KeyedStore, Lookup, Overflow};
+use core::borrow::Borrow;
+use core::hash::{BuildHasher, Hash};
+use std::time::Duration;
+
+use super::acquire::never_fails;
+use super::engine::{decide, dispatch, Attempt, Cells};
+use super::RateLimiter;
+
+/// What one attempt on a key does.
+#[derive(Clone, Copy)]
+enum Op {
+    /// Admit now or refuse.
+    Check,
+    /// Reserve the earliest admission that goes at most this many ns from now.
+    Reserve(u64),
+}
+
+/// The answer of a decision on a key: whether it counts as admitted (per-key stats), and what a
+/// store full of live keys answers under [`Overflow::Reject`].
+trait KeyOutcome {
+    fn admitted(&self) -> bool;
+
+    /// The refusal when no held key can go idle for `wait` ns.
+    fn full(wait: u64) -> Self;
+}
+
+/// `allow_key`'s.
+impl KeyOutcome for bool {
+    #[inline]
+    fn admitted(&self) -> bool {
+        *self
+    }
+
+    #[inline]
+    fn full(_wait: u64) -> Self {
+        false
+    }
+}
+
+/// Every other decision's.
+impl KeyOutcome for Attempt {
+    #[inline]
+    fn admitted(&self) -> bool {
+        self.is_ok()
+    }
+
+    #[inline]
+    fn full(wait: u64) -> Self {
+        Err(Refusal::Limited {
+            retry_after: wait,
+            reset_after: wait,
+        })
+    }
+}
+
+/// Keyed use: an independent limit per key.
+///
+/// Every method takes the key by reference, and anything the key type can be borrowed as: a
+/// `String`-keyed limiter is checked with a `&str`, and allocates only the first time a key is
+/// seen.
+impl<K, C, S> RateLimiter<K, C, S>
+where
+    K: Hash + Eq,
+    C: Clock,
+    S: BuildHasher + Clone,
+{
+    fn store<V>(cells: &Cells<K, V, S>) -> &KeyedStore<K, V, S> {
+        match &cells.keyed {
+            Some(store) => store,
+            // `Builder::build` for a hashable key type always makes the store.
+            None => unreachable!("a keyed limiter without a keyed store"),
+        }
+    }
+
+    /// Admit one request for `key` if its limit allows it now.
+    #[inline]
+    pub fn allow_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let now = self.clock.now();
+        let ok = dispatch!(&self.engine, |alg, cells| {
+            self.on_key(alg, cells, key, now, |state, now| alg.allow(state, now, 1))
+        });
+        self.record(ok);
+        ok
+    }
+
+    /// Admit one request for `key`, or say when to retry.
+    #[inline]
+    pub fn check_key<Q>(&self, key: &Q) -> Result<Admitted, RateLimited>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.check_key_n(key, 1).map_err(|d| match d {
+            Denied::Limited(l) => l,
+            Denied::Never(e) => unreachable!("unit request refused as over capacity: {e}"),
+        })
+    }
+
+    /// Admit a request of weight `n` for `key` (all or nothing).
+    #[inline]
+    pub fn check_key_n<Q>(&self, key: &Q, n: u64) -> Result<Admitted, Denied>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let now = self.clock.now();
+        let r = dispatch!(&self.engine, |alg, cells| {
+            self.key_attempt(alg, cells, key, now, n, Op::Check)
+        });
+        self.finish(now, n, r)
+    }
+
+    /// One attempt on `key`: a check, or a reservation (`n = 0` only looks, either way).
+    #[inline]
+    fn key_attempt<Q, A>(
+        &self,
+        alg: &A,
+        cells: &Cells<K, A::State, S>,
+        key: &Q,
+        now: u64,
+        n: u64,
+        op: Op,
+    ) -> Attempt
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        A: RateAlgorithm,
+    {
+        let run = |state: &A::State, now: u64| match op {
+            Op::Reserve(max_wait) if n > 0 => alg.reserve(state, now, n, max_wait),
+            _ => decide(alg, state, now, n),
+        };
+        self.on_key(alg, cells, key, now, run)
+    }
+
+    /// Run `run` on the cell of `key` (created on a miss) and count the outcome per key. When
+    /// the store is full of live keys, apply the overflow policy: [`KeyOutcome::full`] for
+    /// [`Overflow::Reject`], `run` on the shared cell for [`Overflow::Shared`].
+    #[inline]
+    fn on_key<Q, A, R: KeyOutcome>(
+        &self,
+        alg: &A,
+        cells: &Cells<K, A::State, S>,
+        key: &Q,
+        now: u64,
+        run: impl Fn(&A::State, u64) -> R,
+    ) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        A: RateAlgorithm,
+    {
+        let store = Self::store(cells);
+        match store.with(alg, key, now, &run) {
+            Lookup::Found(r) => {
+                store.record(key, r.admitted());
+                r
+            }
+            Lookup::Full { until } => match self.overflow {
+                Overflow::Reject => R::full(until.saturating_sub(now).max(1)),
+                Overflow::Shared => run(&cells.direct, now),
+            },
+        }
+    }
+
+    /// Block until one request for `key` is admitted or `timeout` would be exceeded (then fail
+    /// at once, consuming nothing). No lock is held while waiting.
+    pub fn acquire_key<Q>(&self, key: &Q, timeout: Duration) -> Result<Admitted, TimeoutExceeded>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.acquire_key_n(key, 1, timeout).map_err(|e| match e {
+            AcquireError::Timeout(t) => t,
+            AcquireError::Never(e) => unreachable!("unit request refused as over capacity: {e}"),
+        })
+    }
+
+    /// [`reserve_n`](RateLimiter::reserve_n) for `key`: reserve without waiting.
+    pub fn reserve_key_n<Q>(&self, key: &Q, n: u64, max_wait: Duration) -> Result<Admitted, Denied>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let now = self.clock.now();
+        let max_wait = nanos_saturating(max_wait);
+        let r = dispatch!(&self.engine, |alg, cells| {
+            self.key_attempt(alg, cells, key, now, n, Op::Reserve(max_wait))
+        });
+        self.finish(now, n, r)
+    }
+
+    /// [`cancel`](RateLimiter::cancel) for an admission of `key`.
+    pub fn cancel_key<Q>(&self, key: &Q, admitted: &Admitted) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.clock.now();
+        dispatch!(&self.engine, |alg, cells| {
+            let store = Self::store(cells);
+            // A refund moves the key's idle time earlier: the store files it again (after the
+            // shard guard is released), so that a full store sees the room it may free.
+            let idle = store
+                .get(key, |state| {
+                    alg.cancel(state, admitted).then(|| alg.idle_at(state, now))
+                })
+                .flatten();
+            if let Some(idle) = idle {
+                store.refiled(key, idle);
+            }
+            idle.is_some()
+        })
+    }
+
+    /// [`acquire_key`](Self::acquire_key) for a weight `n`.
+    pub fn acquire_key_n<Q>(
+        &self,
+        key: &Q,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<Admitted, AcquireError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        dispatch!(&self.engine, |alg, cells| self.acquire_loop(
+            n,
+            timeout,
+            |now, budget| self.key_attempt(alg, cells, key, now, n, Op::Reserve(budget))
+        ))
+    }
+
+    /// Block until one request for `key` is admitted, however long it takes.
+    pub fn wait_key<Q>(&self, key: &Q) -> Admitted
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        never_fails(
+            self.acquire_key_n(key, 1, Duration::MAX)
+                .map_err(|e| match e {
+                    AcquireError::Never(e) => e,
+                    AcquireError::Timeout(t) => unreachable!("an unbounded wait timed out: {t}"),
+                }),
+        )
+    }
+
+    /// The current state of `key`, without changing it (a key never seen is fresh).
+    pub fn peek_key<Q>(&self, key: &Q) -> Snapshot
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.clock.now();
+        dispatch!(&self.engine, |alg, cells| Self::store(cells)
+            .get(key, |state| alg.peek(state, now))
+            .unwrap_or_else(|| alg.peek(&alg.new_state(), now)))
+    }
+
+    /// How long until one request for `key` would be admitted (zero if now).
+    pub fn retry_after_key<Q>(&self, key: &Q) -> Duration
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.peek_key(key).retry_after()
+    }
+
+    /// Return `key` to a fresh state (its state is dropped).
+    pub fn reset_key<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        dispatch!(&self.engine, |_alg, cells| Self::store(cells).remove(key))
+    }
+
+    /// Return every key to a fresh state.
+    pub fn reset_all(&self) {
+        dispatch!(&self.engine, |alg, cells| {
+            Self::store(cells).clear();
+            alg.reset(&cells.direct);
+        })
+    }
+
+    /// One key's current usage and, with [`per_key_stats`](crate::Builder::per_key_stats), its counts.
+    pub fn key_stats<Q>(&self, key: &Q) -> KeyStats
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let counts = dispatch!(&self.engine, |_alg, cells| Self::store(cells).counts(key));
+        KeyStats {
+            counts,
+            current: self.peek_key(key),
+        }
+    }
+
+    /// How many keys hold state.
+    pub fn len(&self) -> usize {
+        self.stats().keys
+    }
+
+    /// Whether no key holds state.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drop every key whose state is fresh again and return the memory to the allocator;
+    /// returns how many keys were dropped. Keys are also dropped on their own, amortized over
+    /// insertions, so calling this is only needed to give memory back promptly.
+    pub fn sweep(&self) -> usize {
+        let now = self.clock.now();
+        dispatch!(&self.engine, |alg, cells| {
+            let store = Self::store(cells);
+            let removed = store.sweep(alg, now);
+            store.shrink();
+            removed
+        })
+    }
+}

@@ -1,0 +1,226 @@
+//! [`RateLimiter`]: one type for every algorithm, direct or keyed. Here: the type itself,
+//! [`NotKeyed`], and what every limiter shares (accessors, stats, the public form of an
+//! algorithm's answer).
+//!
+//! The rest, one concept per file: `engine` (parameters beside cells, `dispatch!`), `builder`,
+//! `direct` and `keyed` (the two APIs), `acquire` (the blocking wait loop).
+
+mod acquire;
+mod builder;
+mod direct;
+mod engine;
+mod keyed;
+
+pub use builder::Builder;
+
+use crate::algorithm::{Admitted, Algorithm, RateAlgorithm, Refusal};
+use crate::clock::{Clock, MonotonicClock};
+use crate::error::{Denied, InsufficientCapacity, RateLimited};
+use crate::quota::Quota;
+use crate::stats::{Counters, Stats};
+use crate::store::{KeyHasher, Overflow};
+use core::fmt;
+
+use engine::{dispatch, Attempt, Engine};
+
+/// The key type of a direct (un-keyed) limiter: one state for all callers.
+///
+/// The direct methods (`check`, …) exist only on `RateLimiter<NotKeyed, …>`, the keyed ones
+/// (`check_key`, `sweep`, `reset_all`, …) and the keyed builder options (`max_keys`,
+/// `overflow`, `per_key_stats`, `hasher`) only for key types that hash, which `NotKeyed` does
+/// not: a direct limiter cannot call them at all.
+///
+/// ```compile_fail
+/// let direct = fluxrate_core::RateLimiter::direct("10/s".parse().unwrap()).unwrap();
+/// direct.sweep(); // no keyed store to sweep
+/// ```
+///
+/// ```compile_fail
+/// let direct = fluxrate_core::RateLimiter::direct("10/s".parse().unwrap()).unwrap();
+/// direct.reset_all();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).max_keys(10).build();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{Overflow, Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).overflow(Overflow::Shared).build();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).per_key_stats(true).build();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{KeyHasher, Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).hasher(KeyHasher::new()).build();
+/// ```
+///
+/// ```compile_fail
+/// use fluxrate_core::{NotKeyed, Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).keyed::<NotKeyed>().build();
+/// ```
+///
+/// The same options after [`keyed`](crate::Builder::keyed) build a keyed limiter:
+///
+/// ```
+/// use fluxrate_core::{KeyHasher, Overflow, Quota, RateLimiter};
+/// let keyed = RateLimiter::builder(Quota::per_second(1))
+///     .keyed::<u64>()
+///     .max_keys(10)
+///     .overflow(Overflow::Shared)
+///     .per_key_stats(true)
+///     .hasher(KeyHasher::new())
+///     .build()
+///     .unwrap();
+/// assert_eq!(keyed.sweep(), 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotKeyed(());
+
+/// A rate limiter: any algorithm, direct or keyed, with a pluggable clock.
+///
+/// * `K` is the key type, or [`NotKeyed`] for one limit shared by all callers.
+/// * `C` is the [`Clock`]: [`MonotonicClock`] by default, [`ManualClock`](crate::ManualClock) in
+///   tests, [`CachedClock`](crate::CachedClock) when every nanosecond counts.
+/// * `S` is the hasher of the keyed store.
+///
+/// Every check reads the clock once (outside any lock) and runs one CAS loop on the key's
+/// atomic state; a keyed check also takes the shard read guard of its key. A refused request
+/// changes nothing. The limiter is `Send + Sync`; share it by reference or in an `Arc`.
+///
+/// Three ways to use it, as in the Python original: [`allow`](Self::allow) /
+/// [`check`](Self::check) (manual guard), [`acquire`](Self::acquire) (block until admitted, with
+/// a timeout), and the `#[rate_limit]` attribute of the `fluxrate` crate.
+///
+/// # Examples
+///
+/// ```
+/// use fluxrate_core::{Algorithm, ManualClock, Quota, RateLimiter};
+/// use std::time::Duration;
+///
+/// // Direct: one limit.
+/// let limiter = RateLimiter::builder(Quota::per_second(2)).build().unwrap();
+/// assert!(limiter.allow());
+///
+/// // Keyed: one limit per user, an exact sliding window, a manual clock.
+/// let clock = ManualClock::new();
+/// let per_user = RateLimiter::builder(Quota::per_minute(2))
+///     .algorithm(Algorithm::SlidingLog)
+///     .clock(clock.clone())
+///     .keyed::<String>()
+///     .build()
+///     .unwrap();
+/// assert!(per_user.allow_key("alice")); // &str lookups, no allocation for known keys
+/// assert!(per_user.allow_key("alice"));
+/// let denied = per_user.check_key("alice").unwrap_err();
+/// assert_eq!(denied.retry_after(), Duration::from_secs(60));
+/// assert!(per_user.allow_key("bob"));
+/// clock.advance(Duration::from_secs(60));
+/// assert!(per_user.allow_key("alice"));
+/// ```
+pub struct RateLimiter<K = NotKeyed, C = MonotonicClock, S = KeyHasher> {
+    engine: Engine<K, S>,
+    clock: C,
+    /// Limiter-wide counters; `None` when built with `.stats(false)`.
+    counters: Option<Counters>,
+    quota: Quota,
+    algorithm: Algorithm,
+    overflow: Overflow,
+}
+
+impl<K, C, S> fmt::Debug for RateLimiter<K, C, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("quota", &self.quota)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, C: Clock, S> RateLimiter<K, C, S> {
+    /// The quota the limiter was built with.
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// The algorithm the limiter runs.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The limiter's clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The largest weight one request can be granted (burst, queue capacity, or calls).
+    pub fn capacity(&self) -> u64 {
+        dispatch!(&self.engine, |alg, _cells| alg.capacity())
+    }
+
+    /// Limiter-wide statistics.
+    pub fn stats(&self) -> Stats {
+        let (allowed, rejected) = self.counters.as_ref().map_or((0, 0), Counters::totals);
+        let store = dispatch!(&self.engine, |_alg, cells| cells
+            .keyed
+            .as_ref()
+            .map(|k| k.summary()));
+        let (keys, sweeps, evicted) = store.map_or((0, 0, 0), |s| (s.keys, s.sweeps, s.evicted));
+        Stats {
+            allowed,
+            rejected,
+            keys,
+            sweeps,
+            evicted,
+            counted: self.counters.is_some(),
+        }
+    }
+
+    /// Zero the limiter-wide counters (not the limits).
+    pub fn reset_stats(&self) {
+        if let Some(c) = &self.counters {
+            c.clear();
+        }
+    }
+
+    #[inline]
+    fn record(&self, allowed: bool) {
+        if let Some(c) = &self.counters {
+            c.record(allowed);
+        }
+    }
+
+    fn limited(&self, now: u64, retry_after: u64, reset_after: u64) -> RateLimited {
+        RateLimited {
+            at: now,
+            retry_after: retry_after.max(1),
+            limit: self.capacity(),
+            reset_after,
+        }
+    }
+
+    fn never(&self, n: u64) -> InsufficientCapacity {
+        InsufficientCapacity {
+            requested: n,
+            capacity: self.capacity(),
+        }
+    }
+
+    /// Turn an algorithm's answer into the public one, and count it.
+    #[inline]
+    fn finish(&self, now: u64, n: u64, r: Attempt) -> Result<Admitted, Denied> {
+        self.record(r.is_ok());
+        r.map_err(|refusal| match refusal {
+            Refusal::Limited {
+                retry_after,
+                reset_after,
+            } => Denied::Limited(self.limited(now, retry_after, reset_after)),
+            Refusal::Never => Denied::Never(self.never(n)),
+        })
+    }
+}
