@@ -7,17 +7,23 @@
 //! map, and no clock runs, while a guard is held; the only user code run under a guard is the
 //! key type's own `Hash` and `Eq` (as in any `DashMap` operation). Lock order: the store's
 //! `room` mutex before any shard; a shard guard is never held while waiting for `room`.
+//!
+//! Here: the map and the decisions on it. `room`: what a full store knows about when its cells
+//! go idle, and how it makes room for a new key; `sweep`: the pass that drops every idle cell.
+
+mod room;
+mod sweep;
 
 use crate::algorithm::RateAlgorithm;
 use crate::stats::KeyCounters;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use core::borrow::Borrow;
-use core::cmp::Reverse;
 use core::hash::{BuildHasher, Hash};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use std::collections::BinaryHeap;
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+
+use room::Room;
 
 /// The default hasher of keyed limiters: foldhash, seeded at random per limiter.
 ///
@@ -82,77 +88,6 @@ pub(crate) enum Lookup<R> {
     Found(R),
     /// The store holds `max_keys` live keys; none can go idle before `until`.
     Full { until: u64 },
-}
-
-/// What the store knows about when its cells go idle, for making room when it is full.
-///
-/// Every held cell is covered by one of: an entry `(idle, hash)` in `soonest`, `rest` (a lower
-/// bound for the cells a sweep kept but did not remember), or the store's `unfiled_idle` (a
-/// lower bound for cells inserted or refunded while the room was busy). A time read once stays
-/// a lower bound while the cell is held, because decisions only push idle times later; the one
-/// thing that moves one earlier, a refund (`cancel`), files the cell again
-/// ([`KeyedStore::refiled`]).
-struct Room {
-    /// Remembered cells, soonest idle first.
-    soonest: BinaryHeap<Reverse<(u64, u64)>>,
-    /// Every held cell not remembered in `soonest` (nor covered by `unfiled_idle`) goes idle no
-    /// earlier than this.
-    rest: u64,
-    /// How many cells a trim keeps in `soonest` (`soonest` holds at most twice this).
-    batch: usize,
-}
-
-impl Room {
-    fn new(batch: usize) -> Self {
-        Self {
-            soonest: BinaryHeap::new(),
-            rest: u64::MAX,
-            batch,
-        }
-    }
-
-    /// The earliest time a cell covered here can be idle.
-    fn floor(&self) -> u64 {
-        self.soonest
-            .peek()
-            .map_or(self.rest, |s| s.0 .0.min(self.rest))
-    }
-
-    /// Remember a cell that goes idle no earlier than `idle`. O(log batch) amortized.
-    fn keep(&mut self, idle: u64, hash: u64) {
-        if idle >= self.rest {
-            return; // already covered by `rest`
-        }
-        self.soonest.push(Reverse((idle, hash)));
-        if self.soonest.len() > 2 * self.batch.max(1) {
-            // Keep the `batch` soonest; the others are covered by `rest` from now on.
-            let mut all = core::mem::take(&mut self.soonest).into_vec();
-            let keep = self.batch.max(1);
-            all.select_nth_unstable(keep - 1);
-            for Reverse((dropped, _)) in all.drain(keep..) {
-                self.rest = self.rest.min(dropped);
-            }
-            self.soonest = BinaryHeap::from(all);
-        }
-    }
-
-    /// The soonest remembered cell if it may be idle at `now`.
-    fn pop_due(&mut self, now: u64) -> Option<(u64, u64)> {
-        match self.soonest.peek() {
-            Some(Reverse((idle, _))) if *idle <= now => self.soonest.pop().map(|r| r.0),
-            _ => None,
-        }
-    }
-}
-
-/// The outcome of trying to drop one remembered cell.
-enum Evict {
-    /// An idle cell was dropped.
-    Dropped,
-    /// The cell is live: it goes idle no earlier than this.
-    Live(u64),
-    /// No cell with that hash is held any more.
-    Gone,
 }
 
 pub(crate) struct KeyedStore<K, V, S> {
@@ -315,216 +250,6 @@ where
                 }
                 Lookup::Found(r)
             }
-        }
-    }
-
-    /// Remember a cell in the room, and publish the room's new floor.
-    fn file(&self, room: &mut Room, idle: u64, hash: u64) {
-        room.keep(idle, hash);
-        self.room_floor.fetch_min(room.floor(), Ordering::AcqRel);
-    }
-
-    fn unfiled(&self, idle: u64) {
-        self.unfiled_idle.fetch_min(idle, Ordering::AcqRel);
-    }
-
-    /// The cell of `key` may now go idle as early as `idle` (a refund moved its state back):
-    /// file it again. Call without holding any guard of the store.
-    pub(crate) fn refiled<Q>(&self, key: &Q, idle: u64)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        match try_lock(&self.room) {
-            Some(mut room) => self.file(&mut room, idle, self.map.hasher().hash_one(key)),
-            None => self.unfiled(idle),
-        }
-    }
-
-    /// Reserve room for one more key; false if `max_keys` are present.
-    fn reserve_slot(&self) -> bool {
-        let prev = self.len.fetch_add(1, Ordering::Relaxed);
-        if prev >= self.max_keys {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    /// Amortized clean-up: sweep once the store has doubled since the last sweep.
-    fn maybe_auto_sweep<A: RateAlgorithm<State = V>>(&self, alg: &A, now: u64) {
-        if self.len.load(Ordering::Relaxed) < self.sweep_at.load(Ordering::Relaxed) {
-            return;
-        }
-        // One sweeper at a time: others carry on while it works.
-        let Some(mut room) = try_lock(&self.room) else {
-            return;
-        };
-        if self.len.load(Ordering::Relaxed) < self.sweep_at.load(Ordering::Relaxed) {
-            return; // another thread swept meanwhile
-        }
-        self.sweep_locked(&mut room, alg, now);
-        let left = self.len.load(Ordering::Relaxed);
-        self.sweep_at.store(
-            left.saturating_mul(2).max(MIN_AUTO_SWEEP),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// The store is full: drop one idle cell, if any is, and reserve its room; the room's lock
-    /// is returned, to file the new cell under it. `Err(until)` when every held cell is live
-    /// (none can go idle before `until`), or when another thread is making room right now
-    /// (`until = now + 1`: try again very soon).
-    ///
-    /// Exact when no other thread is making room at the same time: it fails only if no held
-    /// cell is idle at `now`. Cheap: it drops the remembered cells one at a time (one hash
-    /// lookup each), and sweeps the whole map only when no remembered cell is due and some
-    /// other cell may be idle. A sweep remembers `max_keys / 16` cells, and every cell inserted
-    /// or refunded afterwards while the room is free is remembered too (the room keeps the
-    /// `max_keys / 16` soonest, the others fold into its bound), so a full sweep runs once at
-    /// least that many remembered cells have been used up, not per new key.
-    fn make_room<A: RateAlgorithm<State = V>>(
-        &self,
-        alg: &A,
-        now: u64,
-    ) -> Result<MutexGuard<'_, Room>, u64> {
-        let floor = self
-            .room_floor
-            .load(Ordering::Acquire)
-            .min(self.unfiled_idle.load(Ordering::Acquire));
-        if now < floor {
-            return Err(floor);
-        }
-        let busy = now.saturating_add(1);
-        let Some(mut room) = try_lock(&self.room) else {
-            return Err(busy);
-        };
-        let mut swept = false;
-        loop {
-            if self.reserve_slot() {
-                return Ok(room); // room was made meanwhile
-            }
-            while let Some((_, hash)) = room.pop_due(now) {
-                match self.evict_one(alg, hash, now) {
-                    Evict::Dropped if self.reserve_slot() => {
-                        self.room_floor.store(room.floor(), Ordering::Release);
-                        return Ok(room);
-                    }
-                    Evict::Dropped | Evict::Gone => {}
-                    Evict::Live(later) => room.keep(later, hash),
-                }
-            }
-            let floor = room.floor().min(self.unfiled_idle.load(Ordering::Acquire));
-            self.room_floor.store(room.floor(), Ordering::Release);
-            if now < floor {
-                return Err(floor);
-            }
-            if swept {
-                // Room freed by this sweep was taken by other threads.
-                return Err(busy);
-            }
-            self.sweep_locked(&mut room, alg, now);
-            swept = true;
-        }
-    }
-
-    /// Drop an idle cell whose key hashes to `hash`, if there is one.
-    fn evict_one<A: RateAlgorithm<State = V>>(&self, alg: &A, hash: u64, now: u64) -> Evict {
-        // Published before the cell is dropped, as in `sweep_locked`.
-        self.swept_at.fetch_max(now, Ordering::AcqRel);
-        let shard = &self.map.shards()[self.map.determine_shard(hash as usize)];
-        let hasher = self.map.hasher();
-        let mut live = None::<u64>;
-        // The probe also offers entries that share only some bits of the hash: only the cell
-        // whose key has this hash is the one remembered.
-        let removed = shard.write().remove_entry(hash, |(k, v)| {
-            if hasher.hash_one(k) != hash {
-                return false;
-            }
-            let idle = alg.idle_at(v.get(), now);
-            if idle <= now {
-                return true;
-            }
-            live = Some(live.map_or(idle, |l| l.min(idle)));
-            false
-        });
-        match (removed, live) {
-            (Some((k, _cell)), _) => {
-                self.len.fetch_sub(1, Ordering::Relaxed);
-                self.evicted.fetch_add(1, Ordering::Relaxed);
-                if let Some(counters) = &self.counters {
-                    counters.remove(&k);
-                }
-                Evict::Dropped
-            }
-            (None, Some(idle)) => Evict::Live(idle),
-            (None, None) => Evict::Gone,
-        }
-    }
-
-    /// Drop every idle cell; returns how many.
-    pub(crate) fn sweep<A: RateAlgorithm<State = V>>(&self, alg: &A, now: u64) -> usize {
-        self.sweep_locked(&mut lock(&self.room), alg, now)
-    }
-
-    /// Drop every idle cell, and remember the cells kept that go idle soonest.
-    fn sweep_locked<A: RateAlgorithm<State = V>>(
-        &self,
-        room: &mut Room,
-        alg: &A,
-        now: u64,
-    ) -> usize {
-        let mut removed = 0usize;
-        let mut rest = u64::MAX;
-        let batch = self.batch.min(self.len.load(Ordering::Relaxed));
-        // A max-heap of the `batch` soonest idle times seen.
-        let mut soonest: BinaryHeap<(u64, u64)> = BinaryHeap::with_capacity(batch);
-        // The cells covered by `unfiled_idle` so far are covered by the room from here on (so
-        // that the room stays a valid set of bounds even if this pass is cut short), and cells
-        // inserted or refunded from here on by `unfiled_idle` again; the pass below files every
-        // cell it keeps (a cell inserted meanwhile may be counted twice: harmless).
-        let unfiled = self.unfiled_idle.swap(u64::MAX, Ordering::AcqRel);
-        room.rest = room.rest.min(unfiled);
-        self.room_floor.fetch_min(unfiled, Ordering::AcqRel);
-        // Published before any cell is dropped; a decision that takes a shard guard after the
-        // sweep released it sees this time and decides no earlier.
-        self.swept_at.fetch_max(now, Ordering::AcqRel);
-        let hasher = self.map.hasher();
-        self.map.retain(|k, cell| {
-            let idle_at = alg.idle_at(cell, now);
-            if idle_at <= now {
-                removed += 1;
-                return false;
-            }
-            if soonest.len() < batch {
-                soonest.push((idle_at, hasher.hash_one(k)));
-            } else if soonest.peek().is_some_and(|top| idle_at < top.0) {
-                soonest.push((idle_at, hasher.hash_one(k)));
-                if let Some((out, _)) = soonest.pop() {
-                    rest = rest.min(out);
-                }
-            } else {
-                rest = rest.min(idle_at);
-            }
-            true
-        });
-        self.len.fetch_sub(removed, Ordering::Relaxed);
-        self.sweeps.fetch_add(1, Ordering::Relaxed);
-        self.evicted.fetch_add(removed as u64, Ordering::Relaxed);
-        room.soonest = soonest.into_iter().map(Reverse).collect();
-        room.rest = rest;
-        self.room_floor.store(room.floor(), Ordering::Release);
-        if let Some(counters) = &self.counters {
-            counters.retain(|k, _| self.map.contains_key(k));
-        }
-        removed
-    }
-
-    /// Give memory freed by sweeps back to the allocator.
-    pub(crate) fn shrink(&self) {
-        self.map.shrink_to_fit();
-        if let Some(counters) = &self.counters {
-            counters.shrink_to_fit();
         }
     }
 
