@@ -57,6 +57,33 @@ impl Algorithm {
             Self::SlidingLog => "sliding_log",
         }
     }
+
+    /// Check `quota` as this algorithm's limiter would, without building one: the same
+    /// [`ConfigError`](crate::ConfigError) as [`Builder::build`](crate::Builder::build), and no
+    /// allocation (a 2^20-call sliding log is checked, not allocated).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fluxrate_core::{Algorithm, ConfigError, Quota};
+    ///
+    /// assert!(Algorithm::SlidingLog.validate(&Quota::per_second(1 << 20)).is_ok());
+    /// assert_eq!(
+    ///     Algorithm::TokenBucket.validate(&Quota::per_second(10).with_burst(0)),
+    ///     Err(ConfigError::ZeroBurst)
+    /// );
+    /// ```
+    pub fn validate(self, quota: &crate::Quota) -> Result<(), crate::ConfigError> {
+        use crate::{FixedWindow, LeakyBucket, SlidingLog, SlidingWindowCounter, TokenBucket};
+        // Each algorithm's parameters are a few integers: building them allocates nothing.
+        match self {
+            Self::TokenBucket => TokenBucket::new(quota).map(drop),
+            Self::LeakyBucket => LeakyBucket::new(quota).map(drop),
+            Self::FixedWindow => FixedWindow::new(quota).map(drop),
+            Self::SlidingWindowCounter => SlidingWindowCounter::new(quota).map(drop),
+            Self::SlidingLog => SlidingLog::new(quota).map(drop),
+        }
+    }
 }
 
 impl fmt::Display for Algorithm {
