@@ -19,6 +19,22 @@
 -- Every number is an integer below 2^53 (the client checks the limits it sends), so Lua's
 -- doubles are exact. Numbers are written with '%d', never with Lua's lossy tostring.
 
+-- The codes, one per line: the client's `ScriptAlgorithm`, `Mode` and `Status`
+-- (fluxrate/src/redis/script.rs), whose unit test reads these lines and compares.
+local TOKEN_BUCKET = 1
+local LEAKY_BUCKET = 2
+local FIXED_WINDOW = 3
+local SLIDING_WINDOW_COUNTER = 4
+local SLIDING_LOG = 5
+local DECIDE = 0
+local DRY_RUN = 1
+local SNAPSHOT = 2
+local RESET = 3
+local REFUND = 4
+local ADMITTED = 1
+local LIMITED = 0
+local NEVER = -1
+
 local function idiv(a, b)
   local q = math.floor(a / b)
   if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
@@ -42,25 +58,25 @@ local m = tonumber(ARGV[3])
 -- Token bucket (GCRA) and leaky bucket (the same TAT, reserving a place in the queue).
 local function gcra(key, leaky, t, b, n, max_wait)
   local tat = tonumber(redis.call('GET', key) or 0)
-  if mode == 2 then
+  if mode == SNAPSHOT then
     local rem = pos(b - cdiv(pos(tat - now), t))
-    return {1, pos(tat + t - now - b * t), rem, pos(tat - now), 0}
+    return {ADMITTED, pos(tat + t - now - b * t), rem, pos(tat - now), 0}
   end
-  if n > b then return {-1, 0, 0, 0, 0} end
+  if n > b then return {NEVER, 0, 0, 0, 0} end
   local inc, bt = n * t, b * t
   local d
   if leaky then
     local base = math.max(tat, now)
     local over = base + inc - now - bt
-    if over > 0 then return {0, over, 0, pos(tat - now), 0} end
+    if over > 0 then return {LIMITED, over, 0, pos(tat - now), 0} end
     d = base
   else
     d = math.max(tat + inc - bt, now)
   end
   local wait = d - now
-  if max_wait >= 0 and wait > max_wait then return {0, wait, 0, pos(tat - now), 0} end
+  if max_wait >= 0 and wait > max_wait then return {LIMITED, wait, 0, pos(tat - now), 0} end
   local new = math.max(tat, d) + inc
-  return {1, wait, pos(b - cdiv(new - now, t)), new - now, new}, function()
+  return {ADMITTED, wait, pos(b - cdiv(new - now, t)), new - now, new}, function()
     redis.call('SET', key, str(new), 'PX', ms(new - now))
   end
 end
@@ -81,7 +97,7 @@ local function fixed(key, w, l, n)
   local s = fields(key)
   if s and s[1] >= k then kc, cc = s[1], s[2] end
   local function end_of() if cc >= 1 then return (kc + 1) * w end return kc * w end
-  if mode == 2 then
+  if mode == SNAPSHOT then
     local rem, retry, reset = 0, 0, 0
     if kc == k then rem = l - cc end
     if rem == 0 then
@@ -90,16 +106,16 @@ local function fixed(key, w, l, n)
       retry = pos(nk * w - now)
     end
     if kc > k or cc > 0 then reset = pos(end_of() - now) end
-    return {1, retry, rem, reset, 0}
+    return {ADMITTED, retry, rem, reset, 0}
   end
-  if n > l then return {-1, 0, 0, 0, 0} end
+  if n > l then return {NEVER, 0, 0, 0, 0} end
   if kc > k or cc + n > l then
     local nk = kc
     if cc + n > l then nk = kc + 1 end
-    return {0, pos(nk * w - now), 0, pos(end_of() - now), 0}
+    return {LIMITED, pos(nk * w - now), 0, pos(end_of() - now), 0}
   end
   local c = cc + n
-  return {1, 0, l - c, (k + 1) * w - now, 0}, function()
+  return {ADMITTED, 0, l - c, (k + 1) * w - now, 0}, function()
     redis.call('SET', key, str(k) .. ':' .. str(c), 'PX', ms((k + 1) * w - now))
   end
 end
@@ -130,18 +146,18 @@ local function counter(key, w, l, n)
   local function remaining(x)
     return pos(idiv(pos(l * w - x.prev * (w - x.e)), w) - x.curr)
   end
-  if mode == 2 then
+  if mode == SNAPSHOT then
     local rem, retry = remaining(v), 0
     if rem == 0 then retry = pos(fits_at(1) - now) end
-    return {1, retry, rem, pos(reset_at(v) - now), 0}
+    return {ADMITTED, retry, rem, pos(reset_at(v) - now), 0}
   end
-  if n > l then return {-1, 0, 0, 0, 0} end
+  if n > l then return {NEVER, 0, 0, 0, 0} end
   if not fits(n) then
-    return {0, pos(fits_at(n) - now), 0, pos(reset_at(v) - now), 0}
+    return {LIMITED, pos(fits_at(n) - now), 0, pos(reset_at(v) - now), 0}
   end
   local after = {k = v.k, e = v.e, prev = v.prev, curr = v.curr + n}
   local reset = reset_at(after)
-  return {1, 0, remaining(after), pos(reset - now), 0}, function()
+  return {ADMITTED, 0, remaining(after), pos(reset - now), 0}, function()
     redis.call('SET', key, str(after.k) .. ':' .. str(after.prev) .. ':' .. str(after.curr),
       'PX', ms(reset - now))
   end
@@ -166,17 +182,17 @@ local function log(key, seq, w, l, n)
     if i >= 1 then at = leaves(i - 1) end
     return math.max(pos(at - now), 1), pos(leaves(-1) - now)
   end
-  if mode == 2 then
-    if free > 0 then return {1, 0, free, pos(leaves(-1) - now), 0} end
+  if mode == SNAPSHOT then
+    if free > 0 then return {ADMITTED, 0, free, pos(leaves(-1) - now), 0} end
     local retry, reset = refusal(1)
-    return {1, retry, 0, reset, 0}
+    return {ADMITTED, retry, 0, reset, 0}
   end
-  if n > l then return {-1, 0, 0, 0, 0} end
+  if n > l then return {NEVER, 0, 0, 0, 0} end
   if n > free then
     local retry, reset = refusal(n)
-    return {0, retry, 0, reset, 0}
+    return {LIMITED, retry, 0, reset, 0}
   end
-  return {1, 0, free - n, w, 0}, function()
+  return {ADMITTED, 0, free - n, w, 0}, function()
     local evict = n - (l - card)
     if evict > 0 then redis.call('ZREMRANGEBYRANK', key, 0, evict - 1) end
     local last = redis.call('INCRBY', seq, n)
@@ -197,7 +213,7 @@ local function log(key, seq, w, l, n)
   end
 end
 
-local out = {now, 1}
+local out = {now, ADMITTED}
 local writes = {}
 for i = 1, m do
   local a = 4 + (i - 1) * 6
@@ -205,29 +221,32 @@ for i = 1, m do
   local n, max_wait, extra = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
   local key, aux = KEYS[2 * i - 1], KEYS[2 * i]
   local r, write
-  if mode == 3 then
+  if mode == RESET then
     redis.call('DEL', key, aux)
-    r = {1, 0, 0, 0, 0}
-  elseif mode == 4 then
-    r = {0, 0, 0, 0, 0}
-    if alg <= 2 and tonumber(redis.call('GET', key) or -1) == extra then
+    r = {ADMITTED, 0, 0, 0, 0}
+  elseif mode == REFUND then
+    -- ADMITTED: given back; LIMITED: not.
+    r = {LIMITED, 0, 0, 0, 0}
+    local bucket = alg == TOKEN_BUCKET or alg == LEAKY_BUCKET
+    if bucket and tonumber(redis.call('GET', key) or -1) == extra then
       local back = extra - n * t
       if back > now then
         redis.call('SET', key, str(back), 'PX', ms(back - now))
       else
         redis.call('DEL', key)
       end
-      r[1] = 1
+      r[1] = ADMITTED
     end
-  elseif alg <= 2 then r, write = gcra(key, alg == 2, t, cap, n, max_wait)
-  elseif alg == 3 then r, write = fixed(key, t, cap, n)
-  elseif alg == 4 then r, write = counter(key, t, cap, n)
-  else r, write = log(key, aux, t, cap, n) end
-  if r[1] ~= 1 then out[2] = 0 end
+  elseif alg == TOKEN_BUCKET or alg == LEAKY_BUCKET then
+    r, write = gcra(key, alg == LEAKY_BUCKET, t, cap, n, max_wait)
+  elseif alg == FIXED_WINDOW then r, write = fixed(key, t, cap, n)
+  elseif alg == SLIDING_WINDOW_COUNTER then r, write = counter(key, t, cap, n)
+  else r, write = log(key, aux, t, cap, n) end -- SLIDING_LOG
+  if r[1] ~= ADMITTED then out[2] = LIMITED end
   if write then writes[#writes + 1] = write end
   for j = 1, 5 do out[#out + 1] = r[j] end
 end
-if mode == 0 and out[2] == 1 then
+if mode == DECIDE and out[2] == ADMITTED then
   for _, write in ipairs(writes) do write() end
 end
 return out

@@ -1,5 +1,8 @@
-//! How a subject becomes part of a Redis key.
+//! How a subject becomes part of a Redis key: [`RedisKey`], its escaping, and the names of a
+//! limit's keys (`prefix:{subject}:id:alg`).
 
+use super::error::InvalidInput;
+use super::script::ScriptAlgorithm;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -96,7 +99,7 @@ impl RedisKey for crate::http::RequestKey {
 /// `%7D` and `%25`, and an empty subject becomes a lone `%` (an empty tag `{}` would not be a
 /// hash tag at all). The mapping is injective: every `%` it writes is followed by two hex
 /// digits, except the lone one.
-pub(crate) fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
+fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
     if raw.is_empty() {
         out.push(b'%');
         return;
@@ -108,6 +111,52 @@ pub(crate) fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
             b'%' => out.extend_from_slice(b"%25"),
             _ => out.push(b),
         }
+    }
+}
+
+/// The names of one limit's keys: `prefix:{escaped subject}:id:alg`, and its auxiliary key.
+#[derive(Debug)]
+pub(crate) struct KeyNames {
+    /// `prefix:{`
+    head: Vec<u8>,
+    /// `}:id:alg`
+    tail: Vec<u8>,
+    /// The longest escaped subject accepted.
+    max_len: usize,
+    /// Whether the auxiliary key is a key of its own (`…:seq`) or the state key again.
+    aux: bool,
+}
+
+impl KeyNames {
+    /// The names for limit `id` of `algorithm` under `prefix` (both checked by [`valid_name`]).
+    pub(crate) fn new(prefix: &str, id: &str, algorithm: ScriptAlgorithm, max_len: usize) -> Self {
+        Self {
+            head: format!("{prefix}:{{").into_bytes(),
+            tail: format!("}}:{id}:{}", algorithm.key_suffix()).into_bytes(),
+            max_len,
+            aux: algorithm.has_aux_key(),
+        }
+    }
+
+    /// The state and auxiliary key names for subject `raw`.
+    pub(crate) fn names(&self, raw: &[u8]) -> Result<(Vec<u8>, Vec<u8>), InvalidInput> {
+        let mut state = Vec::with_capacity(self.head.len() + raw.len() + self.tail.len() + 8);
+        state.extend_from_slice(&self.head);
+        escape_into(raw, &mut state);
+        let len = state.len() - self.head.len();
+        if len > self.max_len {
+            return Err(InvalidInput::KeyTooLong {
+                len,
+                max: self.max_len,
+            });
+        }
+        state.extend_from_slice(&self.tail);
+        let mut aux = state.clone();
+        // See `ScriptAlgorithm::has_aux_key`: every key a script declares exists together.
+        if self.aux {
+            aux.extend_from_slice(b":seq");
+        }
+        Ok((state, aux))
     }
 }
 

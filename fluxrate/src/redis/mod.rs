@@ -12,13 +12,32 @@
 //! the [`RedisBackend`] makes an outage cost each request nothing instead of a full timeout.
 //! A call that may have run (timeout or broken connection after sending) is never retried.
 
-mod backend;
-mod key;
+// The limiter: its verbs, its builder, several limits at once, and what it returns.
+mod batch;
+mod builder;
+mod decision;
 mod limiter;
+mod policy;
+mod stats;
+mod time;
+// The protocol of `decide.lua` and the key names it is given.
+mod key;
+pub(crate) mod script;
+// The backend: the call budget, the breaker, the connection.
+mod backend;
+mod breaker;
+mod connection;
+// Every error of the module.
+mod error;
 
-pub use backend::{BackendOptions, FailureClass, RedisBackend, Unavailable, MAX_REDIRECTS};
+pub use backend::{BackendOptions, RedisBackend};
+pub use builder::RedisBuilder;
+pub use connection::MAX_REDIRECTS;
+pub use decision::{DecidedBy, Decision};
+pub use error::{FailureClass, InvalidInput, RedisConfigError, RedisDenied, Unavailable};
 pub use key::RedisKey;
-pub use limiter::{
-    DecidedBy, Decision, FailurePolicy, InvalidInput, ManualTime, RedisBuilder, RedisConfigError,
-    RedisDenied, RedisRateLimiter, RedisStats, TimeSource, MAX_MICROS,
-};
+pub use limiter::RedisRateLimiter;
+pub use policy::FailurePolicy;
+pub use script::MAX_MICROS;
+pub use stats::RedisStats;
+pub use time::{ManualTime, TimeSource};

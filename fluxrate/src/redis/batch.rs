@@ -1,0 +1,93 @@
+//! [`RedisRateLimiter::check_all`]: several limits of one subject decided in one round trip,
+//! all or nothing.
+
+use super::error::{InvalidInput, RedisDenied};
+use super::key::RedisKey;
+use super::limiter::{Call, Inner, RedisRateLimiter};
+use super::script::Mode;
+use super::stats::bump;
+use crate::Admitted;
+
+impl RedisRateLimiter {
+    /// Decide several limits for one subject in one round trip, all or nothing: either every
+    /// limit admits its weight and all are counted, or none is counted and the error names the
+    /// first limit that refused (its index in `limits`). The limiters must share one backend;
+    /// the first one's time source and time budget are used. On Redis Cluster this works
+    /// because every limit of one subject hashes to the same slot.
+    ///
+    /// # Refunds
+    ///
+    /// The admissions come back without who decided them, so there is no
+    /// [`cancel_decision`](Self::cancel_decision) for them: [`cancel_key`](Self::cancel_key)
+    /// always refunds in Redis, which is wrong for an admission a `FailLocal` fallback made
+    /// (it stays charged locally), and a warm charge of the fallback is not given back. Decide
+    /// limits one by one with [`decide_key_n`](Self::decide_key_n) where admissions may be
+    /// refunded.
+    pub async fn check_all<K: RedisKey + ?Sized>(
+        key: &K,
+        limits: &[(&RedisRateLimiter, u64)],
+    ) -> Result<Vec<Admitted>, (usize, RedisDenied)> {
+        let Some((first, _)) = limits.first() else {
+            return Err((0, RedisDenied::Invalid(InvalidInput::Batch("no limits"))));
+        };
+        if limits
+            .iter()
+            .any(|(l, _)| !l.inner.backend.same(&first.inner.backend))
+        {
+            return Err((
+                0,
+                RedisDenied::Invalid(InvalidInput::Batch("limiters on different backends")),
+            ));
+        }
+        let mut raw = Vec::new();
+        key.write_redis_key(&mut raw);
+        let calls: Vec<Call<'_>> = limits
+            .iter()
+            .map(|(l, n)| Call {
+                limit: &l.inner,
+                n: *n,
+                max_wait: l.inner.params.algorithm.check_wait(),
+                refund_tat: 0,
+            })
+            .collect();
+        match first.inner.send(&raw, &calls, Mode::Decide).await {
+            Ok(reply) => {
+                let mut admitted = Vec::with_capacity(calls.len());
+                for (i, (c, row)) in calls.iter().zip(&reply.rows).enumerate() {
+                    match row.decision(reply.now, c.n, c.limit.params.cap) {
+                        Ok(a) => admitted.push(a),
+                        Err(d) => {
+                            bump(&c.limit.counters.limited);
+                            return Err((i, d));
+                        }
+                    }
+                }
+                for c in &calls {
+                    bump(&c.limit.counters.admitted);
+                    let _ = c.limit.policy.warm(&raw, c.n);
+                }
+                Ok(admitted)
+            }
+            Err(RedisDenied::Unavailable(u)) => {
+                // Each limit's own policy decides; all or nothing across the local fallbacks.
+                let mut taken: Vec<(&Inner, Admitted)> = Vec::new();
+                for (i, c) in calls.iter().enumerate() {
+                    let d = c.limit.fallback(&raw, c.n, &u);
+                    match d.result {
+                        Ok(a) => taken.push((c.limit, a)),
+                        Err(e) => {
+                            for (l, a) in &taken {
+                                if let Some(local) = l.policy.local() {
+                                    local.cancel_key(&raw[..], a);
+                                }
+                            }
+                            return Err((i, e));
+                        }
+                    }
+                }
+                Ok(taken.into_iter().map(|(_, a)| a).collect())
+            }
+            Err(other) => Err((0, other)),
+        }
+    }
+}
