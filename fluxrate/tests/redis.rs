@@ -2096,3 +2096,91 @@ fn a_local_fallback_shaper_is_reported_as_the_fallback() {
         );
     });
 }
+
+/// Allocations made by this thread while [`counting::allocations`] runs (other threads'
+/// are not counted), for the test below.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// `(allocations, bytes)` while counting, `None` otherwise.
+        static COUNT: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    }
+
+    pub(crate) struct Counting;
+
+    // SAFETY: forwards to the system allocator unchanged; only counts (a const thread-local
+    // without a destructor, so that counting itself never allocates).
+    #[allow(unsafe_code)]
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = COUNT.try_with(|c| {
+                if let Some((n, bytes)) = c.get() {
+                    c.set(Some((n + 1, bytes + layout.size() as u64)));
+                }
+            });
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = COUNT.try_with(|c| {
+                if let Some((n, bytes)) = c.get() {
+                    c.set(Some((n + 1, bytes + new_size as u64)));
+                }
+            });
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// `f()`, and the allocations and bytes it asked for on this thread.
+    pub(crate) fn allocations<T>(f: impl FnOnce() -> T) -> (T, (u64, u64)) {
+        COUNT.with(|c| c.set(Some((0, 0))));
+        let out = f();
+        let counted = COUNT.with(|c| c.take()).unwrap_or_default();
+        (out, counted)
+    }
+}
+
+/// Validating a quota allocates nothing, even a 2^20-call sliding log (the in-process limiter
+/// would allocate its log); and the Redis builder does not build an in-process limiter: a
+/// 2^20-call sliding log costs it exactly what a 1-call one does (its names and its `Arc`).
+#[test]
+fn validating_a_huge_sliding_log_allocates_nothing() {
+    let huge = Quota::per_second(1 << 20);
+    let (valid, counted) = counting::allocations(|| Algorithm::SlidingLog.validate(&huge));
+    assert_eq!(valid, Ok(()));
+    assert_eq!(counted, (0, 0), "validation allocated");
+    let (_, counted) = counting::allocations(|| {
+        RateLimiter::builder(huge)
+            .algorithm(Algorithm::SlidingLog)
+            .build()
+            .unwrap()
+    });
+    assert!(counted.0 > 0, "the counter counts: building a limiter allocates");
+    let rt = rt();
+    let _in_runtime = rt.enter();
+    let backend = RedisBackend::connect_lazy("redis://127.0.0.1:1", BackendOptions::default())
+        .expect("a lazy backend connects on first use");
+    let build = |calls| {
+        counting::allocations(|| {
+            RedisRateLimiter::builder(&backend, "huge", Quota::per_second(calls))
+                .algorithm(Algorithm::SlidingLog)
+                .build()
+                .unwrap()
+        })
+    };
+    let ((_one, small), (_huge, big)) = (build(1), build(1 << 20));
+    assert!(small.0 > 0);
+    assert_eq!(small, big, "(allocations, bytes) of a 1-call and a 2^20-call log");
+}
