@@ -284,7 +284,10 @@ impl Snapshot {
     /// key admits no more than `remaining` unit requests, however they are spread. It is the
     /// time at which one unit beyond `remaining` would be admitted if all of `remaining` were
     /// used at once now (exact, in ns); the `t` of draft-ietf-httpapi-ratelimit-headers-11.
-    /// With `remaining() == 0` it equals [`retry_after`](Self::retry_after).
+    /// With `remaining() == 0` it equals [`retry_after`](Self::retry_after), except for a
+    /// sliding-window-counter reader whose clock is more than two windows behind the key's
+    /// state: it may be admitted once it is two windows behind, depending on the counts, so the
+    /// window is that time (a lower bound) while `retry_after` is the latest window's start.
     ///
     /// Per algorithm: the token and leaky buckets, the time until the next emission (one
     /// interval `T` when the bucket is full or empty, since using everything makes it empty);

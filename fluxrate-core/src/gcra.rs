@@ -168,26 +168,27 @@ impl Gcra {
         // A unit request conforms once max(TAT, t) + T − t ≤ b·T, i.e. t ≥ TAT + T − b·T.
         let retry_after = (u128::from(tat) + u128::from(self.t))
             .saturating_sub(u128::from(now) + u128::from(self.bt));
-        let reset_after = tat.saturating_sub(now);
+        let (reset_after, remaining) = (tat.saturating_sub(now), self.remaining(base, now));
         Snapshot {
             at: now,
-            remaining: self.remaining(base, now),
+            remaining,
             limit: self.b,
             retry_after: u64::try_from(retry_after).unwrap_or(u64::MAX),
             reset_after,
-            window: Some(self.effective_window(reset_after)),
+            window: Some(self.effective_window(reset_after, remaining)),
         }
     }
 
-    /// The effective window for `r = remaining` at a TAT `R = TAT − now` ahead: a unit
-    /// conforms at `s` once `max(TAT, s) + T − s ≤ b·T`; using `r = b − ⌈R/T⌉` now moves the TAT
-    /// to `now + R + r·T`, so the next unit conforms `R + T − ⌈R/T⌉·T` from now: `R mod T` in
-    /// `(0, T]`, or `T` when `R = 0`.
-    fn effective_window(&self, reset_after: u64) -> u64 {
-        match reset_after {
-            0 => self.t,
-            r => (r - 1) % self.t + 1,
-        }
+    /// The effective window for `r` remaining at a TAT `R = TAT − now` ahead: a unit conforms
+    /// at `s` once `max(TAT, s) + T − s ≤ b·T`; using `r` now moves the TAT to
+    /// `now + R + r·T`, so the next unit conforms `R + (r + 1)·T − b·T` from now. With
+    /// `r = b − ⌈R/T⌉` that is `R mod T` in `(0, T]` (`T` at `R = 0`); with a TAT more than
+    /// `b·T` ahead (a clock read behind the state), `r = 0` and it is the retry time.
+    fn effective_window(&self, reset_after: u64, remaining: u64) -> u64 {
+        let t = u128::from(self.t);
+        let w = (u128::from(reset_after) + (u128::from(remaining) + 1) * t)
+            .saturating_sub(u128::from(self.bt));
+        u64::try_from(w).unwrap_or(u64::MAX)
     }
 
     /// `CAS(TAT, tat_after → tat_after − n·T)`: give back the latest reservation.

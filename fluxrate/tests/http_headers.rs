@@ -672,3 +672,176 @@ proptest! {
         })?;
     }
 }
+
+/// A layer with one limit "k" keyed by `x-k`, cost from `x-cost`.
+fn keyed_with_cost(lim: Arc<RateLimiter<RequestKey, ManualClock>>) -> RateLimitLayer {
+    keyed_by_header(lim).cost(|r| {
+        r.headers
+            .get("x-cost")
+            .map_or(1, |v| v.to_str().unwrap().parse().unwrap())
+    })
+}
+
+fn key_cost(k: &str, cost: u64) -> Request<()> {
+    let mut r = with_key(k);
+    r.headers_mut()
+        .insert("x-cost", cost.to_string().parse().unwrap());
+    r
+}
+
+fn stored(
+    quota: Quota,
+    alg: Algorithm,
+    clock: &ManualClock,
+    max_keys: usize,
+    overflow: fluxrate::Overflow,
+) -> Arc<RateLimiter<RequestKey, ManualClock>> {
+    Arc::new(
+        RateLimiter::builder(quota)
+            .algorithm(alg)
+            .clock(clock.clone())
+            .keyed::<RequestKey>()
+            .max_keys(max_keys)
+            .overflow(overflow)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Second review of issue 12: a cost above capacity met a full store first and got 429 with
+/// a fresh key's numbers; it can never pass, store or not.
+#[tokio::test]
+async fn a_cost_above_capacity_is_never_admitted_even_by_a_full_store() {
+    for alg in ALGORITHMS {
+        let clock = ManualClock::new();
+        let lim = stored(
+            Quota::per_hour(10),
+            alg,
+            &clock,
+            1,
+            fluxrate::Overflow::Reject,
+        );
+        let svc = keyed_with_cost(lim).layer(ok());
+        svc.clone().oneshot(key_cost("a", 1)).await.unwrap();
+        let r = svc.clone().oneshot(key_cost("b", 11)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{alg}");
+        assert!(r.headers().get("retry-after").is_none(), "{alg}");
+    }
+}
+
+/// Second review: a full store refusing a batch through a capped shaper was read as the key's
+/// own queue (`r=1` and a `Retry-After` before the slot frees).
+#[tokio::test]
+async fn a_full_store_refusing_a_shaped_batch_tells_no_quota() {
+    let clock = ManualClock::new();
+    let quota = Quota::new(1, Duration::from_secs(10)).with_burst(5);
+    let lim = stored(
+        quota,
+        Algorithm::LeakyBucket,
+        &clock,
+        1,
+        fluxrate::Overflow::Reject,
+    );
+    let svc = keyed_with_cost(lim)
+        .max_delay(Duration::from_secs(5))
+        .layer(ok());
+    svc.clone().oneshot(key_cost("a", 1)).await.unwrap();
+    let r = svc.clone().oneshot(key_cost("b", 2)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "ratelimit"), "\"k\";r=0");
+    // "a" holds the only slot until its queue drains at 10 s.
+    assert_eq!(header(&r, "retry-after"), "10");
+    clock.advance(Duration::from_secs(10));
+    let r = svc.clone().oneshot(key_cost("b", 2)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Second review: the shared overflow cell of a capped shaper, refusing, claimed its whole
+/// delay as the window (`t=2` where one fits after 1 s), and a batch refused by it was read as
+/// the key's own queue.
+#[tokio::test]
+async fn a_shared_shaper_cell_claims_no_window() {
+    let clock = ManualClock::new();
+    let quota = Quota::per_second(1).with_burst(5);
+    let lim = stored(
+        quota,
+        Algorithm::LeakyBucket,
+        &clock,
+        1,
+        fluxrate::Overflow::Shared,
+    );
+    // Decide without waiting: the dry run reports what a refusal would say.
+    let svc = keyed_with_cost(lim)
+        .max_delay(Duration::from_secs(1))
+        .dry_run(true)
+        .layer(ok());
+    for k in ["a", "s1", "s2"] {
+        assert!(decision(&svc.clone().oneshot(key_cost(k, 1)).await.unwrap()).admitted);
+    }
+    for (k, cost) in [("s3", 1), ("s4", 2)] {
+        let r = svc.clone().oneshot(key_cost(k, cost)).await.unwrap();
+        assert!(!decision(&r).admitted);
+        assert_eq!(header(&r, "ratelimit"), "\"k\";r=0", "{k}");
+    }
+}
+
+/// Second review: a look (cost 0) at a fixed window whose state is in a later window than
+/// the reader's clock claimed that window's end; the next unit fits at its start.
+#[tokio::test]
+async fn a_look_behind_a_later_fixed_window_claims_its_start() {
+    let minute = 60_000_000_000;
+    let clock = ManualClock::starting_at(10 * minute + minute / 2);
+    let lim = stored(
+        Quota::per_minute(3),
+        Algorithm::FixedWindow,
+        &clock,
+        100,
+        fluxrate::Overflow::Reject,
+    );
+    let svc = keyed_with_cost(lim).layer(ok());
+    svc.clone().oneshot(key_cost("a", 2)).await.unwrap();
+    clock.set(9 * minute + minute / 2);
+    let r = svc.clone().oneshot(key_cost("a", 0)).await.unwrap();
+    assert_eq!(header(&r, "ratelimit"), "\"k\";r=0;t=30");
+    clock.set(10 * minute);
+    assert_eq!(
+        svc.clone()
+            .oneshot(key_cost("a", 1))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+/// Second review: a sliding window counter refusing a stale reader (more than two windows
+/// behind) claimed the latest window as `t`; the reader may go two windows earlier.
+#[tokio::test]
+async fn a_stale_counter_reader_is_told_when_it_stops_being_stale() {
+    let minute = 60_000_000_000;
+    let clock = ManualClock::starting_at(10 * minute);
+    let lim = stored(
+        Quota::per_minute(3),
+        Algorithm::SlidingWindowCounter,
+        &clock,
+        100,
+        fluxrate::Overflow::Reject,
+    );
+    let svc = keyed_with_cost(lim).layer(ok());
+    svc.clone().oneshot(key_cost("a", 1)).await.unwrap();
+    clock.set(6 * minute);
+    let r = svc.clone().oneshot(key_cost("a", 1)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Nothing for 120 s (t); Retry-After stays where a retry cannot fail for staleness.
+    assert_eq!(header(&r, "ratelimit"), "\"k\";r=0;t=120");
+    assert_eq!(header(&r, "retry-after"), "240");
+    clock.set(8 * minute);
+    assert_eq!(
+        svc.clone()
+            .oneshot(key_cost("a", 1))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}

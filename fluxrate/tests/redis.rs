@@ -2167,7 +2167,10 @@ fn validating_a_huge_sliding_log_allocates_nothing() {
             .build()
             .unwrap()
     });
-    assert!(counted.0 > 0, "the counter counts: building a limiter allocates");
+    assert!(
+        counted.0 > 0,
+        "the counter counts: building a limiter allocates"
+    );
     let rt = rt();
     let _in_runtime = rt.enter();
     let backend = RedisBackend::connect_lazy("redis://127.0.0.1:1", BackendOptions::default())
@@ -2182,5 +2185,8 @@ fn validating_a_huge_sliding_log_allocates_nothing() {
     };
     let ((_one, small), (_huge, big)) = (build(1), build(1 << 20));
     assert!(small.0 > 0);
-    assert_eq!(small, big, "(allocations, bytes) of a 1-call and a 2^20-call log");
+    assert_eq!(
+        small, big,
+        "(allocations, bytes) of a 1-call and a 2^20-call log"
+    );
 }

@@ -431,13 +431,18 @@ impl RateAlgorithm for SlidingWindowCounter {
         let latest = state.latest.load(Ordering::Acquire);
         if k_now.saturating_add(2) < latest {
             let wait = sat(start_of(latest, self.w).saturating_sub(u128::from(now)));
+            // A stale reader may be admitted as soon as it is two windows behind `latest`
+            // (judged at the start of the state's window), depending on the counts: nothing
+            // before then, so that is the window (a lower bound; `retry_after` stays the
+            // latest window's start, which never points too early).
+            let not_stale = sat(start_of(latest - 2, self.w).saturating_sub(u128::from(now)));
             return Snapshot {
                 at: now,
                 remaining: 0,
                 limit: self.limit,
                 retry_after: wait,
                 reset_after: wait,
-                window: Some(wait),
+                window: Some(not_stale),
             };
         }
         let view = self.view(v, now);

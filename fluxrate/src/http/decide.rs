@@ -152,7 +152,7 @@ impl Limit {
         match (self.algorithm, peek) {
             // After an admission `reset_after` is the end of the admission's window, and using
             // what remains leaves nothing until then.
-            (Algorithm::FixedWindow, _) => Current {
+            (Algorithm::FixedWindow, _) if a.weight() > 0 => Current {
                 t: Some(a.reset_after()),
                 ..unknown_window
             },
@@ -178,10 +178,13 @@ impl Limit {
         max_delay: Option<Duration>,
         peek: Option<&dyn Fn() -> Snapshot>,
     ) -> Current {
-        // A refused unit: nothing is available, and one unit comes after `retry_after`.
+        // A refused unit: nothing is available, and one unit comes after `retry_after` (not
+        // for a capped shaper's cell other than the key's own, whose `retry_after` is its whole
+        // delay, not when one fits within the cap).
+        let capped = self.shaper(max_delay).flatten().is_some();
         let unit = Current {
             r: 0,
-            t: (n == 1).then(|| e.retry_after()),
+            t: (n == 1 && !(capped && peek.is_some())).then(|| e.retry_after()),
             reset: e.reset_after(),
             ahead: None,
         };
@@ -199,13 +202,30 @@ impl Limit {
         } else {
             from_snapshot(&s)
         };
-        if own.r >= n {
+        if self.own_cell_admits(&s, n, max_delay) {
             // The key's own cell would have admitted it: the store refused (full of live keys,
             // `Overflow::Reject`: nothing for this key before `retry_after`, when a slot may
             // free), or the shared overflow cell did.
             return unit;
         }
         own
+    }
+
+    /// Whether the key's own cell, in the state `s`, admits `n` units at once now: a bucket
+    /// when `R + n·T ≤ b·T` (and a shaper's delay `R` is within its cap: a batch departs at
+    /// once); a window when `n` units remain.
+    fn own_cell_admits(&self, s: &Snapshot, n: u64, max_delay: Option<Duration>) -> bool {
+        if !self.is_bucket() {
+            return s.remaining() >= n;
+        }
+        let ahead = ns(s.reset_after());
+        let (t, b) = (u128::from(self.interval), u128::from(self.capacity));
+        let fits = u128::from(ahead) + u128::from(n) * t <= b * t;
+        let within_cap = self
+            .shaper(max_delay)
+            .flatten()
+            .map_or(true, |m| ahead <= m);
+        fits && within_cap
     }
 
     /// When `n` units could go through a shaper refused for its delay cap or its queue:
@@ -226,6 +246,13 @@ impl Limit {
         n: u64,
         max_delay: Option<Duration>,
     ) -> Outcome {
+        if n > self.capacity {
+            // Never, whatever the store holds (a full store would answer "later").
+            return Outcome::Never {
+                requested: n,
+                capacity: self.capacity,
+            };
+        }
         let shaper = self.shaper(max_delay);
         let result = match shaper {
             Some(Some(m)) => lim.reserve(key, n, Duration::from_nanos(m)),
@@ -521,6 +548,10 @@ impl Config {
         for (i, (l, mut key)) in self.limits.iter().zip(keys).enumerate() {
             let outcome = match &l.backend {
                 Backend::Local(lim) => l.local(&**lim, &key, n, self.max_delay),
+                Backend::Redis(_) if n > l.capacity => Outcome::Never {
+                    requested: n,
+                    capacity: l.capacity,
+                },
                 Backend::Redis(r) => {
                     // A shaper's delay cap goes into the script (`max_wait`).
                     let cap = l.shaper(self.max_delay).flatten();

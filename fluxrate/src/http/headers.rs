@@ -86,10 +86,11 @@ pub(super) struct Current {
 pub(super) fn bucket_current(b: u64, t: u64, ahead: u64, max_wait: Option<u64>) -> (u64, u64) {
     let t = t.max(1);
     let r_q = b.saturating_sub(ahead.div_ceil(t));
-    let delta_q = match ahead {
-        0 => t,
-        a => (a - 1) % t + 1,
-    };
+    // `R + (r_q + 1)·T − b·T`: `R mod T` in `(0, T]` normally; the retry time when the TAT is
+    // more than `b·T` ahead (a clock behind the state).
+    let delta_q = (u128::from(ahead) + (u128::from(r_q) + 1) * u128::from(t))
+        .saturating_sub(u128::from(b) * u128::from(t));
+    let delta_q = u64::try_from(delta_q).unwrap_or(u64::MAX);
     let Some(m) = max_wait else {
         return (r_q, delta_q);
     };

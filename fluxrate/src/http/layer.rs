@@ -233,11 +233,8 @@ impl RateLimitLayer {
     ) -> Result<Self, ConfigError> {
         let (quota, algorithm, capacity) =
             (limiter.quota(), limiter.algorithm(), limiter.capacity());
-        // The script's interval: ⌈period / calls⌉ in whole microseconds.
-        let period_us = u64::try_from(quota.period().as_micros()).unwrap_or(u64::MAX);
-        let interval = period_us
-            .div_ceil(quota.calls().max(1))
-            .saturating_mul(1_000);
+        // The script's interval (⌈period / calls⌉ in whole microseconds), in ns.
+        let interval = crate::redis::script::emission_interval_us(&quota).saturating_mul(1_000);
         self.config_mut().remote = true;
         self.push(
             name,
