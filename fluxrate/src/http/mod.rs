@@ -44,10 +44,12 @@
 mod client_ip;
 mod decide;
 mod decision;
+mod forwarded;
 mod headers;
 mod key;
 mod layer;
 mod net;
+mod outcome;
 mod service;
 
 pub use client_ip::{ForwardedHeader, ForwardedIp, PeerIp};
