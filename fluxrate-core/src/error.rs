@@ -1,6 +1,8 @@
 //! Error types: configuration errors at build time, denials at check time.
 
+use crate::algorithm::Algorithm;
 use core::fmt;
+use std::error::Error;
 use std::time::Duration;
 
 /// A limiter configuration that fluxrate refuses to build.
@@ -50,7 +52,7 @@ pub enum ConfigError {
     /// The algorithm cannot represent this many calls per window.
     TooManyCalls {
         /// The algorithm that refused.
-        algorithm: &'static str,
+        algorithm: Algorithm,
         /// The requested number of calls.
         calls: u64,
         /// The largest number it accepts.
@@ -124,10 +126,16 @@ impl fmt::Display for ConfigError {
                 algorithm,
                 calls,
                 max,
-            } => write!(
-                f,
-                "{algorithm} supports at most {max} calls per window, got {calls}"
-            ),
+            } => {
+                // In words ("sliding log"), not as the algorithm's name ("sliding_log").
+                for (i, word) in algorithm.name().split('_').enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    f.write_str(word)?;
+                }
+                write!(f, " supports at most {max} calls per window, got {calls}")
+            }
             Self::InvalidFloat { what } => {
                 write!(f, "{what} must be a finite number greater than zero")
             }
@@ -150,7 +158,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl Error for ConfigError {}
 
 /// A request was denied for now; it may succeed after [`retry_after`](Self::retry_after).
 ///
@@ -224,7 +232,7 @@ impl fmt::Display for RateLimited {
     }
 }
 
-impl std::error::Error for RateLimited {}
+impl Error for RateLimited {}
 
 /// A weighted request asked for more than the limit can ever grant at once.
 ///
@@ -265,6 +273,22 @@ impl InsufficientCapacity {
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
+
+    /// A unit request refused as over capacity, which cannot happen (every capacity is at
+    /// least 1): panics. For the unit forms of the API (`wait`, `wait_key`, their async
+    /// counterparts), here and in `fluxrate`.
+    #[doc(hidden)]
+    pub fn unit(self) -> ! {
+        ruled_out("unit request refused as over capacity", &self)
+    }
+}
+
+/// The one panic for a refusal that the request itself rules out: a unit request over capacity,
+/// or an unbounded wait timed out.
+#[cold]
+#[inline(never)]
+fn ruled_out(what: &str, e: &dyn fmt::Display) -> ! {
+    unreachable!("{what}: {e}")
 }
 
 impl fmt::Display for InsufficientCapacity {
@@ -277,7 +301,7 @@ impl fmt::Display for InsufficientCapacity {
     }
 }
 
-impl std::error::Error for InsufficientCapacity {}
+impl Error for InsufficientCapacity {}
 
 /// Why a weighted check ([`check_n`](crate::RateLimiter::check_n)) was denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +318,17 @@ impl Denied {
         match self {
             Self::Limited(l) => Some(l.retry_after()),
             Self::Never(_) => None,
+        }
+    }
+
+    /// The refusal of a unit request, which can only be [`Limited`](Self::Limited): for the
+    /// unit forms of the API (`check`, `check_key`).
+    #[doc(hidden)]
+    #[inline]
+    pub fn unit(self) -> RateLimited {
+        match self {
+            Self::Limited(l) => l,
+            Self::Never(e) => e.unit(),
         }
     }
 }
@@ -319,11 +354,13 @@ impl fmt::Display for Denied {
     }
 }
 
-impl std::error::Error for Denied {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+/// Transparent, like `Display`: the inner error's own source, never the inner error itself
+/// (an error-chain printer would show its message twice).
+impl Error for Denied {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            Self::Limited(e) => Some(e),
-            Self::Never(e) => Some(e),
+            Self::Limited(e) => e.source(),
+            Self::Never(e) => e.source(),
         }
     }
 }
@@ -370,15 +407,40 @@ impl fmt::Display for TimeoutExceeded {
     }
 }
 
-impl std::error::Error for TimeoutExceeded {}
+impl Error for TimeoutExceeded {}
 
 /// Why a blocking [`acquire`](crate::RateLimiter::acquire) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AcquireError {
     /// The wait would exceed the timeout; nothing was consumed.
     Timeout(TimeoutExceeded),
     /// The weight is larger than the capacity; no wait could help.
     Never(InsufficientCapacity),
+}
+
+impl AcquireError {
+    /// The refusal of a unit request, which can only be a [`Timeout`](Self::Timeout): for the
+    /// unit forms of the API (`acquire`, `acquire_key`, their async counterparts).
+    #[doc(hidden)]
+    #[inline]
+    pub fn unit(self) -> TimeoutExceeded {
+        match self {
+            Self::Timeout(t) => t,
+            Self::Never(e) => e.unit(),
+        }
+    }
+
+    /// The refusal of a wait without a timeout, which can only be [`Never`](Self::Never): for
+    /// the `wait*` forms of the API.
+    #[doc(hidden)]
+    #[inline]
+    pub fn unbounded(self) -> InsufficientCapacity {
+        match self {
+            Self::Never(e) => e,
+            Self::Timeout(t) => ruled_out("an unbounded wait timed out", &t),
+        }
+    }
 }
 
 impl From<TimeoutExceeded> for AcquireError {
@@ -402,11 +464,12 @@ impl fmt::Display for AcquireError {
     }
 }
 
-impl std::error::Error for AcquireError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+/// Transparent, like `Display` (see [`Denied`]'s).
+impl Error for AcquireError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            Self::Timeout(e) => Some(e),
-            Self::Never(e) => Some(e),
+            Self::Timeout(e) => e.source(),
+            Self::Never(e) => e.source(),
         }
     }
 }

@@ -350,16 +350,40 @@ fn zero_max_keys_is_a_config_error() {
 
 #[test]
 fn algorithm_limits_are_typed_errors() {
-    let q = Quota::per_second(fluxrate_core::MAX_COUNTER_CALLS + 1);
-    assert!(matches!(
-        SlidingWindowCounter::new(&q),
-        Err(ConfigError::TooManyCalls { .. })
-    ));
-    let q = Quota::per_second(fluxrate_core::MAX_LOG_CALLS + 1);
-    assert!(matches!(
-        SlidingLog::new(&q),
-        Err(ConfigError::TooManyCalls { .. })
-    ));
+    let max = fluxrate_core::MAX_COUNTER_CALLS;
+    let e = SlidingWindowCounter::new(&Quota::per_second(max + 1)).unwrap_err();
+    assert_eq!(
+        e,
+        ConfigError::TooManyCalls {
+            algorithm: Algorithm::SlidingWindowCounter,
+            calls: max + 1,
+            max,
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "sliding window counter supports at most {max} calls per window, got {}",
+            max + 1
+        )
+    );
+    let max = fluxrate_core::MAX_LOG_CALLS;
+    let e = SlidingLog::new(&Quota::per_second(max + 1)).unwrap_err();
+    assert_eq!(
+        e,
+        ConfigError::TooManyCalls {
+            algorithm: Algorithm::SlidingLog,
+            calls: max + 1,
+            max,
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "sliding log supports at most {max} calls per window, got {}",
+            max + 1
+        )
+    );
     assert_eq!(
         TokenBucket::new(&Quota::per_second(1).with_burst(0)),
         Err(ConfigError::ZeroBurst)
@@ -372,4 +396,70 @@ fn algorithm_limits_are_typed_errors() {
         TokenBucket::new(&Quota::new(1, Duration::from_secs(YEAR * 500)).with_burst(100)),
         Err(ConfigError::BurstTooLarge { burst: 100 })
     ));
+}
+
+/// An error and its `source()` chain, each `Display` once: what an error-chain printer (anyhow's
+/// `{:#}`, a tracing layer) shows.
+fn chain(e: &dyn std::error::Error) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push(s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+/// Asserts that no message of `e`'s chain repeats one printed before it.
+fn assert_each_message_once(e: &dyn std::error::Error) {
+    let chain = chain(e);
+    for (i, m) in chain.iter().enumerate() {
+        for earlier in &chain[..i] {
+            assert!(
+                !earlier.contains(m.as_str()),
+                "{m:?} printed twice in {chain:?}"
+            );
+        }
+    }
+}
+
+/// The wrapper errors (`Denied`, `AcquireError`) are transparent: their `Display` is the inner
+/// error's, and their `source()` the inner error's source, so a chain shows each message once.
+#[test]
+fn error_chains_show_each_message_once() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::builder(Quota::per_second(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    l.check().unwrap();
+    let limited = l.check_n(1).unwrap_err();
+    let never = l.check_n(2).unwrap_err();
+    let timeout = l.acquire_n(1, Duration::ZERO).unwrap_err();
+    let acquire_never = l.acquire_n(2, Duration::MAX).unwrap_err();
+    assert!(matches!(limited, Denied::Limited(_)));
+    assert!(matches!(never, Denied::Never(_)));
+    assert!(matches!(timeout, AcquireError::Timeout(_)));
+    assert!(matches!(acquire_never, AcquireError::Never(_)));
+    let inner: [(&dyn std::error::Error, String); 4] = [
+        (&limited, l.check().unwrap_err().to_string()),
+        (&never, l.wait_n(2).unwrap_err().to_string()),
+        (&timeout, l.acquire(Duration::ZERO).unwrap_err().to_string()),
+        (&acquire_never, l.wait_n(2).unwrap_err().to_string()),
+    ];
+    for (e, inner) in inner {
+        assert_eq!(chain(e), [inner], "transparent: the inner message, once");
+        assert_each_message_once(e);
+    }
+    let leaves: [&dyn std::error::Error; 4] = [
+        &l.check().unwrap_err(),
+        &l.wait_n(2).unwrap_err(),
+        &l.acquire(Duration::ZERO).unwrap_err(),
+        &RateLimiter::builder(Quota::per_second(0))
+            .build()
+            .unwrap_err(),
+    ];
+    for e in leaves {
+        assert_each_message_once(e);
+    }
 }

@@ -182,20 +182,6 @@ async fn acquire_loop<C: Clock>(
     }
 }
 
-fn unit<T>(r: Result<T, AcquireError>) -> Result<T, TimeoutExceeded> {
-    r.map_err(|e| match e {
-        AcquireError::Timeout(t) => t,
-        AcquireError::Never(e) => unreachable!("unit request refused as over capacity: {e}"),
-    })
-}
-
-fn unbounded<T>(r: Result<T, AcquireError>) -> Result<T, InsufficientCapacity> {
-    r.map_err(|e| match e {
-        AcquireError::Never(e) => e,
-        AcquireError::Timeout(t) => unreachable!("an unbounded wait timed out: {t}"),
-    })
-}
-
 /// Async waiting for direct limiters (feature `tokio`): the async counterparts of
 /// [`RateLimiter::acquire`], [`RateLimiter::acquire_n`] and [`RateLimiter::wait`]. They never
 /// block the executor: they await tokio's timer for exactly the time the limiter says.
@@ -231,7 +217,9 @@ where
     S: BuildHasher + Clone + Send + Sync,
 {
     async fn acquire_async(&self, timeout: Duration) -> Result<Admitted, TimeoutExceeded> {
-        unit(self.acquire_n_async(1, timeout).await)
+        self.acquire_n_async(1, timeout)
+            .await
+            .map_err(AcquireError::unit)
     }
 
     async fn acquire_n_async(&self, n: u64, timeout: Duration) -> Result<Admitted, AcquireError> {
@@ -245,14 +233,13 @@ where
     }
 
     async fn wait_async(&self) -> Admitted {
-        match self.wait_n_async(1).await {
-            Ok(a) => a,
-            Err(e) => unreachable!("unit request refused as over capacity: {e}"),
-        }
+        self.wait_n_async(1).await.unwrap_or_else(|e| e.unit())
     }
 
     async fn wait_n_async(&self, n: u64) -> Result<Admitted, InsufficientCapacity> {
-        unbounded(self.acquire_n_async(n, Duration::MAX).await)
+        self.acquire_n_async(n, Duration::MAX)
+            .await
+            .map_err(AcquireError::unbounded)
     }
 }
 
@@ -303,7 +290,9 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized,
     {
-        unit(self.acquire_key_n_async(key, 1, timeout).await)
+        self.acquire_key_n_async(key, 1, timeout)
+            .await
+            .map_err(AcquireError::unit)
     }
 
     async fn acquire_key_n_async<Q>(
@@ -330,9 +319,9 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized,
     {
-        match unbounded(self.acquire_key_n_async(key, 1, Duration::MAX).await) {
-            Ok(a) => a,
-            Err(e) => unreachable!("unit request refused as over capacity: {e}"),
-        }
+        self.acquire_key_n_async(key, 1, Duration::MAX)
+            .await
+            .map_err(AcquireError::unbounded)
+            .unwrap_or_else(|e| e.unit())
     }
 }

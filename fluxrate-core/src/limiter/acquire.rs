@@ -3,19 +3,11 @@
 
 use crate::algorithm::{Admitted, Refusal};
 use crate::clock::{nanos_saturating, Clock};
-use crate::error::{AcquireError, InsufficientCapacity, TimeoutExceeded};
+use crate::error::{AcquireError, TimeoutExceeded};
 use std::time::Duration;
 
 use super::engine::Attempt;
 use super::RateLimiter;
-
-/// A unit request can always succeed eventually (every capacity is at least 1).
-pub(super) fn never_fails<T>(r: Result<T, InsufficientCapacity>) -> T {
-    match r {
-        Ok(t) => t,
-        Err(e) => unreachable!("unit request refused as over capacity: {e}"),
-    }
-}
 
 impl<K, C: Clock, S> RateLimiter<K, C, S> {
     /// Block until `attempt` admits, sleeping exactly as long as the algorithm says, or fail at

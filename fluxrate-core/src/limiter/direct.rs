@@ -5,7 +5,6 @@ use crate::clock::{nanos_saturating, Clock};
 use crate::error::{AcquireError, Denied, InsufficientCapacity, RateLimited, TimeoutExceeded};
 use std::time::Duration;
 
-use super::acquire::never_fails;
 use super::engine::{decide, dispatch};
 use super::{NotKeyed, RateLimiter};
 
@@ -35,10 +34,7 @@ impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
     /// Admit one request, or say when to retry.
     #[inline]
     pub fn check(&self) -> Result<Admitted, RateLimited> {
-        self.check_n(1).map_err(|d| match d {
-            Denied::Limited(l) => l,
-            Denied::Never(e) => unreachable!("unit request refused as over capacity: {e}"),
-        })
+        self.check_n(1).map_err(Denied::unit)
     }
 
     /// Admit a request of weight `n` (all or nothing). `n` above the capacity is
@@ -64,10 +60,7 @@ impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
     /// consuming nothing). The token bucket reserves its slot (first come, first served); the
     /// leaky bucket queues; window algorithms sleep exactly until the window allows.
     pub fn acquire(&self, timeout: Duration) -> Result<Admitted, TimeoutExceeded> {
-        self.acquire_n(1, timeout).map_err(|e| match e {
-            AcquireError::Timeout(t) => t,
-            AcquireError::Never(e) => unreachable!("unit request refused as over capacity: {e}"),
-        })
+        self.acquire_n(1, timeout).map_err(AcquireError::unit)
     }
 
     /// Reserve a request of weight `n` that may go at most `max_wait` from now, without waiting:
@@ -137,16 +130,14 @@ impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
 
     /// Block until one request is admitted, however long it takes.
     pub fn wait(&self) -> Admitted {
-        never_fails(self.wait_n(1))
+        self.wait_n(1).unwrap_or_else(|e| e.unit())
     }
 
     /// Block until a request of weight `n` is admitted; fails at once only if `n` exceeds the
     /// capacity.
     pub fn wait_n(&self, n: u64) -> Result<Admitted, InsufficientCapacity> {
-        self.acquire_n(n, Duration::MAX).map_err(|e| match e {
-            AcquireError::Never(e) => e,
-            AcquireError::Timeout(t) => unreachable!("an unbounded wait timed out: {t}"),
-        })
+        self.acquire_n(n, Duration::MAX)
+            .map_err(AcquireError::unbounded)
     }
 
     /// The current state, without changing it.

@@ -10,7 +10,6 @@ use core::borrow::Borrow;
 use core::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
-use super::acquire::never_fails;
 use super::engine::{decide, dispatch, Attempt, Cells};
 use super::RateLimiter;
 
@@ -102,10 +101,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.check_key_n(key, 1).map_err(|d| match d {
-            Denied::Limited(l) => l,
-            Denied::Never(e) => unreachable!("unit request refused as over capacity: {e}"),
-        })
+        self.check_key_n(key, 1).map_err(Denied::unit)
     }
 
     /// Admit a request of weight `n` for `key` (all or nothing).
@@ -182,10 +178,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.acquire_key_n(key, 1, timeout).map_err(|e| match e {
-            AcquireError::Timeout(t) => t,
-            AcquireError::Never(e) => unreachable!("unit request refused as over capacity: {e}"),
-        })
+        self.acquire_key_n(key, 1, timeout)
+            .map_err(AcquireError::unit)
     }
 
     /// [`reserve_n`](RateLimiter::reserve_n) for `key`: reserve without waiting.
@@ -249,13 +243,9 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        never_fails(
-            self.acquire_key_n(key, 1, Duration::MAX)
-                .map_err(|e| match e {
-                    AcquireError::Never(e) => e,
-                    AcquireError::Timeout(t) => unreachable!("an unbounded wait timed out: {t}"),
-                }),
-        )
+        self.acquire_key_n(key, 1, Duration::MAX)
+            .map_err(AcquireError::unbounded)
+            .unwrap_or_else(|e| e.unit())
     }
 
     /// The current state of `key`, without changing it (a key never seen is fresh).

@@ -1,7 +1,7 @@
 //! Sliding window counter: the O(1) two-window weighted estimate, in one `AtomicU64`.
 
 use super::{limit_and_window, sat, start_of, Divisor};
-use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
+use crate::algorithm::{Admitted, Algorithm, RateAlgorithm, Refusal, Snapshot};
 use crate::error::ConfigError;
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
@@ -125,7 +125,7 @@ impl SlidingWindowCounter {
         let (limit, w) = limit_and_window(quota)?;
         if limit > MAX_COUNTER_CALLS {
             return Err(ConfigError::TooManyCalls {
-                algorithm: "sliding window counter",
+                algorithm: Algorithm::SlidingWindowCounter,
                 calls: limit,
                 max: MAX_COUNTER_CALLS,
             });

@@ -2,7 +2,7 @@
 //! with use.
 
 use super::{limit_and_window, sat};
-use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
+use crate::algorithm::{Admitted, Algorithm, RateAlgorithm, Refusal, Snapshot};
 use crate::error::ConfigError;
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, AtomicUsize, OnceBox, Ordering};
@@ -223,7 +223,7 @@ impl SlidingLog {
         let (limit, w) = limit_and_window(quota)?;
         if limit > MAX_LOG_CALLS {
             return Err(ConfigError::TooManyCalls {
-                algorithm: "sliding log",
+                algorithm: Algorithm::SlidingLog,
                 calls: limit,
                 max: MAX_LOG_CALLS,
             });

@@ -218,13 +218,18 @@ fn a_huge_sliding_log_is_valid_and_the_core_checks_come_first() {
     let huge = Quota::per_second(1 << 20);
     let p = Params::new(&huge, Algorithm::SlidingLog).unwrap();
     assert_eq!((p.t, p.cap), (1_000_000, 1 << 20));
+    let too_many = Params::new(&Quota::per_second((1 << 20) + 1), Algorithm::SlidingLog);
     assert_eq!(
-        Params::new(&Quota::per_second((1 << 20) + 1), Algorithm::SlidingLog),
+        too_many,
         Err(RedisConfigError::Quota(ConfigError::TooManyCalls {
-            algorithm: "sliding log",
+            algorithm: Algorithm::SlidingLog,
             calls: (1 << 20) + 1,
             max: crate::MAX_LOG_CALLS,
         }))
+    );
+    assert_eq!(
+        too_many.unwrap_err().to_string(),
+        "sliding log supports at most 1048576 calls per window, got 1048577"
     );
     assert_eq!(
         Params::new(&Quota::per_second(2_000_000), Algorithm::TokenBucket),
