@@ -3,6 +3,7 @@
 
 use crate::{ConfigError, InsufficientCapacity, RateLimited, TimeoutExceeded};
 use core::fmt;
+use std::error::Error;
 use std::time::Duration;
 
 /// Why a [`RedisRateLimiter`](super::RedisRateLimiter) was not built.
@@ -76,7 +77,16 @@ impl fmt::Display for RedisConfigError {
     }
 }
 
-impl std::error::Error for RedisConfigError {}
+/// Transparent for [`Quota`](Self::Quota), like `Display`: the quota error's own source, never
+/// the quota error itself (an error-chain printer would show its message twice).
+impl Error for RedisConfigError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Quota(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 impl From<ConfigError> for RedisConfigError {
     fn from(e: ConfigError) -> Self {
@@ -119,7 +129,7 @@ impl fmt::Display for InvalidInput {
     }
 }
 
-impl std::error::Error for InvalidInput {}
+impl Error for InvalidInput {}
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,7 +173,19 @@ impl fmt::Display for RedisDenied {
     }
 }
 
-impl std::error::Error for RedisDenied {}
+/// Transparent, like `Display`: the inner error's own source, never the inner error itself (an
+/// error-chain printer would show its message twice).
+impl Error for RedisDenied {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Limited(e) => e.source(),
+            Self::Never(e) => e.source(),
+            Self::Timeout(e) => e.source(),
+            Self::Unavailable(e) => e.source(),
+            Self::Invalid(e) => e.source(),
+        }
+    }
+}
 
 /// How a call to Redis failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -218,4 +240,64 @@ impl fmt::Display for Unavailable {
     }
 }
 
-impl std::error::Error for Unavailable {}
+impl Error for Unavailable {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error and its `source()` chain, each `Display` once, as an error-chain printer shows
+    /// it; asserts that no message repeats one printed before it.
+    fn chain_once(e: &dyn Error) -> Vec<String> {
+        let mut chain = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(s) = next {
+            chain.push(s.to_string());
+            next = s.source();
+        }
+        for (i, m) in chain.iter().enumerate() {
+            for earlier in &chain[..i] {
+                assert!(
+                    !earlier.contains(m.as_str()),
+                    "{m:?} printed twice in {chain:?}"
+                );
+            }
+        }
+        chain
+    }
+
+    /// `RedisDenied` and `RedisConfigError::Quota` are transparent, as the core's wrappers are:
+    /// the inner error's `Display`, and its source (none), so each message shows once.
+    #[test]
+    fn error_chains_show_each_message_once() {
+        let unavailable = Unavailable {
+            class: FailureClass::Indeterminate,
+            retry_after: Duration::from_millis(5),
+            cause: "connection reset".into(),
+        };
+        let invalid = InvalidInput::KeyTooLong { len: 300, max: 256 };
+        let inner: [(RedisDenied, &dyn Error); 5] = [
+            (
+                RedisDenied::Limited(RateLimited::from_remote(1, 2, 3, 4)),
+                &RateLimited::from_remote(1, 2, 3, 4),
+            ),
+            (
+                RedisDenied::Never(InsufficientCapacity::new(6, 5)),
+                &InsufficientCapacity::new(6, 5),
+            ),
+            (
+                RedisDenied::Timeout(TimeoutExceeded::new(Duration::ZERO, Duration::from_secs(1))),
+                &TimeoutExceeded::new(Duration::ZERO, Duration::from_secs(1)),
+            ),
+            (RedisDenied::Unavailable(unavailable.clone()), &unavailable),
+            (RedisDenied::Invalid(invalid.clone()), &invalid),
+        ];
+        for (e, inner) in &inner {
+            assert_eq!(chain_once(e), [inner.to_string()], "{e:?}");
+            chain_once(*inner);
+        }
+        let quota = RedisConfigError::Quota(ConfigError::ZeroCalls);
+        assert_eq!(chain_once(&quota), [ConfigError::ZeroCalls.to_string()]);
+        chain_once(&RedisConfigError::ZeroTimeout);
+    }
+}
