@@ -319,14 +319,14 @@ fn direct_cases(v: &mut Vec<Case>, cached: &CachedClock) {
             ));
         }
         let l = direct(alg, closed_quota(), MonotonicClock::new());
-        l.allow();
+        let _ = l.allow();
         v.push(case(
             "algorithms, reject path (MonotonicClock)",
             format!("{alg} allow()"),
             looped!(l.allow()),
         ));
         let l = direct(alg, closed_quota(), MonotonicClock::new());
-        l.allow();
+        let _ = l.allow();
         v.push(case(
             "algorithms, reject path (MonotonicClock)",
             format!("{alg} check() (with retry-after)"),
@@ -736,7 +736,7 @@ fn memory_section(quick: bool) {
         .build()
         .unwrap();
     for k in 0..keys {
-        l.allow_key(&k);
+        let _ = l.allow_key(&k);
     }
     let per = (LIVE.load(Ordering::Relaxed) - base) as f64 / keys as f64;
     clock.advance(Duration::from_secs(2));
@@ -767,7 +767,7 @@ fn memory_section(quick: bool) {
         .build()
         .unwrap();
     for k in &names {
-        l.allow_key(k.as_str());
+        let _ = l.allow_key(k.as_str());
     }
     let per = (LIVE.load(Ordering::Relaxed) - base) as f64 / keys as f64;
     clock.advance(Duration::from_secs(2));
@@ -844,7 +844,7 @@ fn full_store_section(quick: bool) {
             None => b.build().unwrap(),
         };
         for k in 0..MAX {
-            l.allow_key(&k);
+            let _ = l.allow_key(&k);
             clock.advance(step);
         }
         let sweeps = l.stats().sweeps();

@@ -27,7 +27,7 @@ fn direct(c: &mut Criterion) {
             .algorithm(alg)
             .build()
             .unwrap();
-        l.allow();
+        let _ = l.allow();
         g.bench_function(format!("fluxrate/{alg}/reject"), |b| {
             b.iter(|| black_box(l.check().is_err()))
         });

@@ -29,7 +29,7 @@ fn keyed(c: &mut Criterion) {
             .unwrap();
         let gov = governor::RateLimiter::keyed(g_live());
         for k in 0..keys {
-            l.allow_key(&k);
+            let _ = l.allow_key(&k);
             let _ = gov.check_key(&k);
         }
         let mut i = 0usize;
@@ -48,7 +48,7 @@ fn keyed(c: &mut Criterion) {
         .unwrap();
     let gov = governor::RateLimiter::<String, _, _>::keyed(g_live());
     for n in &names {
-        l.allow_key(n.as_str());
+        let _ = l.allow_key(n.as_str());
         let _ = gov.check_key(n);
     }
     let mut i = 0;

@@ -122,7 +122,7 @@ fn main() {
                 .stats(false)
                 .build()
                 .unwrap();
-            l.allow();
+            assert!(l.allow());
             for _ in 0..N {
                 black_box(l.check().is_err());
             }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 /// Which algorithm a [`RateLimiter`](crate::RateLimiter) runs.
 ///
-/// Parses from the names the Python original used (`"token_bucket"`, `"sliding_window"`,
-/// `"fixed_window"`, `"leaky_bucket"`) plus `"sliding_window_counter"` and `"sliding_log"`.
+/// Parses from `"token_bucket"`, `"leaky_bucket"`, `"fixed_window"`, `"sliding_window_counter"`
+/// and `"sliding_log"`; `"sliding_window"` (the exact window) is the sliding log.
 ///
 /// # Examples
 ///
@@ -255,12 +255,12 @@ impl Snapshot {
         }
     }
 
-    /// How many unit requests would be admitted right now (Python: `available`).
+    /// How many unit requests would be admitted right now.
     pub fn remaining(&self) -> u64 {
         self.remaining
     }
 
-    /// How much of the limit is in use (`limit − remaining`; Python: `level` / `count`).
+    /// How much of the limit is in use (`limit − remaining`).
     pub fn used(&self) -> u64 {
         self.limit.saturating_sub(self.remaining)
     }

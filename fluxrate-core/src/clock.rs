@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// A source of time for a limiter, in nanoseconds since the clock's epoch.
 ///
-/// `sleep_until` is how blocking waits ([`RateLimiter::acquire`](crate::RateLimiter::acquire))
+/// `sleep_until` is how blocking waits ([`RateLimiter::blocking_acquire`](crate::RateLimiter::blocking_acquire))
 /// pass time: real clocks sleep the thread, [`ManualClock`] simply advances, so that waits are
 /// exact and instant in tests.
 ///

@@ -275,8 +275,8 @@ impl InsufficientCapacity {
     }
 
     /// A unit request refused as over capacity, which cannot happen (every capacity is at
-    /// least 1): panics. For the unit forms of the API (`wait`, `wait_key`, their async
-    /// counterparts), here and in `fluxrate`.
+    /// least 1): panics. For the unit forms of the API (`blocking_wait`, `blocking_wait_key`,
+    /// their async counterparts), here and in `fluxrate`.
     #[doc(hidden)]
     pub fn unit(self) -> ! {
         ruled_out("unit request refused as over capacity", &self)
@@ -409,7 +409,7 @@ impl fmt::Display for TimeoutExceeded {
 
 impl Error for TimeoutExceeded {}
 
-/// Why a blocking [`acquire`](crate::RateLimiter::acquire) failed.
+/// Why a blocking [`acquire`](crate::RateLimiter::blocking_acquire) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AcquireError {
@@ -421,7 +421,8 @@ pub enum AcquireError {
 
 impl AcquireError {
     /// The refusal of a unit request, which can only be a [`Timeout`](Self::Timeout): for the
-    /// unit forms of the API (`acquire`, `acquire_key`, their async counterparts).
+    /// unit forms of the API (`blocking_acquire`, `blocking_acquire_key`, their async
+    /// counterparts).
     #[doc(hidden)]
     #[inline]
     pub fn unit(self) -> TimeoutExceeded {
@@ -432,7 +433,7 @@ impl AcquireError {
     }
 
     /// The refusal of a wait without a timeout, which can only be [`Never`](Self::Never): for
-    /// the `wait*` forms of the API.
+    /// the `*wait*` forms of the API.
     #[doc(hidden)]
     #[inline]
     pub fn unbounded(self) -> InsufficientCapacity {

@@ -326,7 +326,7 @@ impl RateAlgorithm for TokenBucket {
 /// request per emission interval `T = ceil(period / calls)`.
 ///
 /// An admitted request is given the delay until its departure slot, `max(TAT, now) − now`;
-/// honouring it (as [`RateLimiter::acquire`](crate::RateLimiter::acquire) does) makes the
+/// honouring it (as [`RateLimiter::acquire`](crate::RateLimiter::blocking_acquire) does) makes the
 /// output exactly one request per `T`. A request that would overfill the queue is refused with
 /// the time until there is room. `capacity` is the quota's burst (defaults to `calls`).
 ///

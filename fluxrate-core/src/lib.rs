@@ -51,7 +51,7 @@ pub use gcra::{GcraState, LeakyBucket, TokenBucket};
 pub use limiter::{Builder, NotKeyed, RateLimiter};
 pub use quota::Quota;
 pub use stats::{KeyStats, Stats};
-pub use store::{KeyHasher, Overflow};
+pub use store::{KeyHasher, OverflowPolicy};
 pub use window::counter::{SlidingWindowCounter, SlidingWindowCounterState, MAX_COUNTER_CALLS};
 pub use window::fixed::{FixedWindow, FixedWindowState};
 pub use window::log::{SlidingLog, SlidingLogState, MAX_LOG_CALLS};

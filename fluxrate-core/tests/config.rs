@@ -119,7 +119,7 @@ fn greedy_stays_within_bound(
     let mut steps = 0;
     while clock.now() <= horizon && steps < 2_000 {
         steps += 1;
-        let avail = l.available().max(1);
+        let avail = l.peek().remaining().max(1);
         match l.check_n(avail) {
             Ok(_) => admitted += u128::from(avail),
             Err(Denied::Limited(e)) => clock.advance(e.retry_after()),
@@ -240,7 +240,7 @@ fn b11_long_uptime_readings() {
             "{alg} admitted {admitted} at the end of time"
         );
         let _ = l.peek();
-        assert!(l.acquire(Duration::from_millis(1)).is_err() || admitted < 5);
+        assert!(l.blocking_acquire(Duration::from_millis(1)).is_err() || admitted < 5);
     }
 }
 
@@ -256,13 +256,13 @@ fn b13_wait_timeouts() {
             .build()
             .unwrap();
         // ZERO behaves as a try (the leaky bucket queues with no wait only while the slot is now).
-        assert!(l.acquire(Duration::ZERO).is_ok(), "{alg}");
+        assert!(l.blocking_acquire(Duration::ZERO).is_ok(), "{alg}");
         let before = l.peek();
         let t0 = clock.now();
         // A 1 ns deadline cannot be met: refused at once, nothing consumed, no time passed.
         let mut refused = 0;
         for _ in 0..3 {
-            match l.acquire(Duration::from_nanos(1)) {
+            match l.blocking_acquire(Duration::from_nanos(1)) {
                 Ok(_) => {}
                 Err(e) => {
                     refused += 1;
@@ -275,16 +275,16 @@ fn b13_wait_timeouts() {
         let _ = before;
         // n above capacity: at once.
         assert!(matches!(
-            l.acquire_n(3, Duration::MAX),
+            l.blocking_acquire_n(3, Duration::MAX),
             Err(AcquireError::Never(_))
         ));
         assert_eq!(clock.now(), t0);
         // MAX: waits (on the manual clock, instantly) and succeeds.
-        let a = l.acquire(Duration::MAX).unwrap();
+        let a = l.blocking_acquire(Duration::MAX).unwrap();
         assert!(clock.now() >= t0, "{alg} {a:?}");
         // wait() never fails for a unit request.
-        l.wait();
-        assert!(matches!(l.wait_n(3), Err(e) if e.capacity() == 2));
+        l.blocking_wait();
+        assert!(matches!(l.blocking_wait_n(3), Err(e) if e.capacity() == 2));
     }
 }
 
@@ -292,9 +292,9 @@ fn b13_wait_timeouts() {
 #[test]
 fn b13_real_clock_refusals_do_not_sleep() {
     let l = RateLimiter::builder(Quota::per_second(1)).build().unwrap();
-    assert!(l.acquire(Duration::ZERO).is_ok());
+    assert!(l.blocking_acquire(Duration::ZERO).is_ok());
     let start = std::time::Instant::now();
-    assert!(l.acquire(Duration::from_millis(10)).is_err());
+    assert!(l.blocking_acquire(Duration::from_millis(10)).is_err());
     assert!(matches!(l.check_n(2), Err(Denied::Never(_))));
     // Generous bound: the point is that nothing slept for the 1 s wait.
     assert!(start.elapsed() < Duration::from_millis(500));
@@ -302,9 +302,9 @@ fn b13_real_clock_refusals_do_not_sleep() {
     let fast = RateLimiter::builder(Quota::new(1, Duration::from_millis(20)))
         .build()
         .unwrap();
-    fast.acquire(Duration::ZERO).unwrap();
+    fast.blocking_acquire(Duration::ZERO).unwrap();
     let start = std::time::Instant::now();
-    fast.acquire(Duration::from_secs(5)).unwrap();
+    fast.blocking_acquire(Duration::from_secs(5)).unwrap();
     assert!(start.elapsed() >= Duration::from_millis(15));
 }
 
@@ -435,17 +435,23 @@ fn error_chains_show_each_message_once() {
     l.check().unwrap();
     let limited = l.check_n(1).unwrap_err();
     let never = l.check_n(2).unwrap_err();
-    let timeout = l.acquire_n(1, Duration::ZERO).unwrap_err();
-    let acquire_never = l.acquire_n(2, Duration::MAX).unwrap_err();
+    let timeout = l.blocking_acquire_n(1, Duration::ZERO).unwrap_err();
+    let acquire_never = l.blocking_acquire_n(2, Duration::MAX).unwrap_err();
     assert!(matches!(limited, Denied::Limited(_)));
     assert!(matches!(never, Denied::Never(_)));
     assert!(matches!(timeout, AcquireError::Timeout(_)));
     assert!(matches!(acquire_never, AcquireError::Never(_)));
     let inner: [(&dyn std::error::Error, String); 4] = [
         (&limited, l.check().unwrap_err().to_string()),
-        (&never, l.wait_n(2).unwrap_err().to_string()),
-        (&timeout, l.acquire(Duration::ZERO).unwrap_err().to_string()),
-        (&acquire_never, l.wait_n(2).unwrap_err().to_string()),
+        (&never, l.blocking_wait_n(2).unwrap_err().to_string()),
+        (
+            &timeout,
+            l.blocking_acquire(Duration::ZERO).unwrap_err().to_string(),
+        ),
+        (
+            &acquire_never,
+            l.blocking_wait_n(2).unwrap_err().to_string(),
+        ),
     ];
     for (e, inner) in inner {
         assert_eq!(chain(e), [inner], "transparent: the inner message, once");
@@ -453,8 +459,8 @@ fn error_chains_show_each_message_once() {
     }
     let leaves: [&dyn std::error::Error; 4] = [
         &l.check().unwrap_err(),
-        &l.wait_n(2).unwrap_err(),
-        &l.acquire(Duration::ZERO).unwrap_err(),
+        &l.blocking_wait_n(2).unwrap_err(),
+        &l.blocking_acquire(Duration::ZERO).unwrap_err(),
         &RateLimiter::builder(Quota::per_second(0))
             .build()
             .unwrap_err(),

@@ -222,7 +222,7 @@ fn leaky_bucket_acquire_outputs_one_per_interval() {
     let mut departures = Vec::new();
     for _ in 0..25 {
         // acquire sleeps (on the manual clock: advances) exactly until the departure slot.
-        limiter.acquire(Duration::from_secs(60)).unwrap();
+        limiter.blocking_acquire(Duration::from_secs(60)).unwrap();
         departures.push(clock.now_ns());
     }
     for pair in departures.windows(2) {
@@ -237,14 +237,18 @@ fn token_bucket_acquire_reserves_the_earliest_slot() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    limiter.acquire(Duration::ZERO).unwrap();
-    limiter.acquire(Duration::ZERO).unwrap();
+    limiter.blocking_acquire(Duration::ZERO).unwrap();
+    limiter.blocking_acquire(Duration::ZERO).unwrap();
     assert_eq!(clock.now_ns(), 0);
     // The next slot is at 500 ms: a 499 ms timeout is refused at once, consuming nothing.
-    let err = limiter.acquire(Duration::from_millis(499)).unwrap_err();
+    let err = limiter
+        .blocking_acquire(Duration::from_millis(499))
+        .unwrap_err();
     assert_eq!(err.retry_after(), Duration::from_millis(500));
     assert_eq!(clock.now_ns(), 0);
-    let a = limiter.acquire(Duration::from_millis(500)).unwrap();
+    let a = limiter
+        .blocking_acquire(Duration::from_millis(500))
+        .unwrap();
     assert_eq!(a.delay(), Duration::from_millis(500));
     assert_eq!(clock.now_ns(), 500_000_000);
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::cases;
-use fluxrate_core::{Algorithm, Clock, KeyHasher, ManualClock, Overflow, Quota, RateLimiter};
+use fluxrate_core::{Algorithm, Clock, KeyHasher, ManualClock, OverflowPolicy, Quota, RateLimiter};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -146,7 +146,7 @@ fn idle_keys_are_dropped_automatically() {
         .unwrap();
     let mut peak = 0;
     for i in 0..200_000u64 {
-        limiter.allow_key(&i);
+        let _ = limiter.allow_key(&i);
         clock.advance(Duration::from_micros(100)); // each key idle after 1 ms
         peak = peak.max(limiter.len());
     }
@@ -283,7 +283,7 @@ fn overflow_shared_cell_limits_all_new_keys_together() {
         .clock(clock)
         .keyed::<u64>()
         .max_keys(2)
-        .overflow(Overflow::Shared)
+        .overflow(OverflowPolicy::Shared)
         .build()
         .unwrap();
     assert!(limiter.allow_key(&1) && limiter.allow_key(&2));
@@ -322,9 +322,9 @@ fn per_key_and_limiter_stats() {
         .build()
         .unwrap();
     for _ in 0..3 {
-        limiter.allow_key(&"a");
+        let _ = limiter.allow_key(&"a");
     }
-    limiter.allow_key(&"b");
+    let _ = limiter.allow_key(&"b");
     let a = limiter.key_stats(&"a");
     assert_eq!((a.allowed(), a.rejected()), (Some(2), Some(1)));
     assert_eq!(a.current().remaining(), 0);
@@ -336,7 +336,7 @@ fn per_key_and_limiter_stats() {
     assert_eq!(limiter.sweep(), 2);
     assert_eq!(limiter.key_stats(&"a").allowed(), Some(0));
     let without = RateLimiter::<u8>::keyed(Quota::per_second(1)).unwrap();
-    without.allow_key(&1);
+    let _ = without.allow_key(&1);
     assert_eq!(without.key_stats(&1).allowed(), None);
 }
 

@@ -5,13 +5,13 @@
 mod common;
 
 use common::{cases, run_history, Op};
-use fluxrate_core::{Clock, ManualClock, Overflow, Quota, RateLimiter};
+use fluxrate_core::{Clock, ManualClock, OverflowPolicy, Quota, RateLimiter};
 use proptest::prelude::*;
 use std::time::Duration;
 
 fn limiter(
     max_keys: usize,
-    overflow: Overflow,
+    overflow: OverflowPolicy,
     clock: &ManualClock,
 ) -> RateLimiter<u32, ManualClock> {
     RateLimiter::builder(Quota::per_second(1))
@@ -28,7 +28,7 @@ fn limiter(
 #[test]
 fn a_store_emptied_by_a_sweep_takes_new_keys_again() {
     let clock = ManualClock::new();
-    let l = limiter(10, Overflow::Reject, &clock);
+    let l = limiter(10, OverflowPolicy::Reject, &clock);
     for round in 0..4u32 {
         let admitted = (round * 10..round * 10 + 10)
             .filter(|k| l.allow_key(k))
@@ -38,7 +38,7 @@ fn a_store_emptied_by_a_sweep_takes_new_keys_again() {
     }
     // The review's two-key version.
     let clock = ManualClock::new();
-    let l = limiter(2, Overflow::Reject, &clock);
+    let l = limiter(2, OverflowPolicy::Reject, &clock);
     assert!(l.allow_key(&1) && l.allow_key(&2));
     clock.advance(Duration::from_secs(2));
     assert!(l.allow_key(&3), "the sweep empties the store");
@@ -50,7 +50,7 @@ fn a_store_emptied_by_a_sweep_takes_new_keys_again() {
 #[test]
 fn shared_overflow_is_used_only_while_the_store_is_full_of_live_keys() {
     let clock = ManualClock::new();
-    let l = limiter(10, Overflow::Shared, &clock);
+    let l = limiter(10, OverflowPolicy::Shared, &clock);
     for round in 0..4u32 {
         let admitted = (round * 10..round * 10 + 10)
             .filter(|k| l.allow_key(k))
@@ -140,7 +140,7 @@ fn a_churning_slot_among_long_lived_keys_does_not_sweep_per_new_key() {
 #[test]
 fn a_refund_that_makes_a_key_idle_frees_its_room() {
     let clock = ManualClock::new();
-    let l = limiter(1, Overflow::Reject, &clock);
+    let l = limiter(1, OverflowPolicy::Reject, &clock);
     let a = l.check_key(&1).unwrap();
     assert!(!l.allow_key(&2), "the store is full");
     assert!(l.cancel_key(&1, &a));
@@ -205,7 +205,7 @@ fn decisions_never_predate_a_single_eviction() {
 #[test]
 fn a_request_that_leaves_a_new_key_fresh_stores_nothing() {
     let clock = ManualClock::new();
-    let l = limiter(2, Overflow::Reject, &clock);
+    let l = limiter(2, OverflowPolicy::Reject, &clock);
     assert!(l.check_key_n(&1, 0).is_ok());
     assert!(l.check_key_n(&2, 5).is_err());
     assert_eq!(l.len(), 0);
@@ -227,10 +227,10 @@ fn op(max_key: u32, flood: u32, burst: u64, period: u64) -> impl Strategy<Value 
 }
 
 /// Overflow policy, per-key stats, calls, period, burst, operations.
-type History = (Overflow, bool, u64, u64, u64, Vec<Op>);
+type History = (OverflowPolicy, bool, u64, u64, u64, Vec<Op>);
 
 fn history(max_keys: usize, len: usize) -> impl Strategy<Value = History> {
-    let overflow = prop_oneof![Just(Overflow::Reject), Just(Overflow::Shared)];
+    let overflow = prop_oneof![Just(OverflowPolicy::Reject), Just(OverflowPolicy::Shared)];
     (overflow, any::<bool>(), 1u64..4, 1u64..4).prop_flat_map(
         move |(overflow, stats, calls, burst)| {
             let period = 1_000_000u64;

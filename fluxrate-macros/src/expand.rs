@@ -128,27 +128,27 @@ fn expand(c: &Config, f: ItemFn) -> TokenStream {
         },
         (OnLimit::Wait, keyed) => {
             let call = match (is_async, keyed, &timeout) {
-                (false, false, Some(t)) => quote!(__fluxrate_limiter.acquire(#t)),
+                (false, false, Some(t)) => quote!(__fluxrate_limiter.blocking_acquire(#t)),
                 (false, true, Some(t)) => {
-                    quote!(__fluxrate_limiter.acquire_key(__fluxrate_key, #t))
+                    quote!(__fluxrate_limiter.blocking_acquire_key(__fluxrate_key, #t))
                 }
-                (false, false, None) => quote!(__fluxrate_limiter.wait()),
-                (false, true, None) => quote!(__fluxrate_limiter.wait_key(__fluxrate_key)),
+                (false, false, None) => quote!(__fluxrate_limiter.blocking_wait()),
+                (false, true, None) => quote!(__fluxrate_limiter.blocking_wait_key(__fluxrate_key)),
                 (true, false, Some(t)) => quote!({
                     use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
-                    __fluxrate_limiter.acquire_async(#t).await
+                    __fluxrate_limiter.acquire(#t).await
                 }),
                 (true, true, Some(t)) => quote!({
                     use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
-                    __fluxrate_limiter.acquire_key_async(__fluxrate_key, #t).await
+                    __fluxrate_limiter.acquire_key(__fluxrate_key, #t).await
                 }),
                 (true, false, None) => quote!({
                     use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
-                    __fluxrate_limiter.wait_async().await
+                    __fluxrate_limiter.wait().await
                 }),
                 (true, true, None) => quote!({
                     use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
-                    __fluxrate_limiter.wait_key_async(__fluxrate_key).await
+                    __fluxrate_limiter.wait_key(__fluxrate_key).await
                 }),
             };
             if timeout.is_some() {

@@ -16,8 +16,8 @@ use std::time::Duration;
 ///
 /// # Blocking waits
 ///
-/// The blocking waits ([`RateLimiter::acquire`], [`RateLimiter::wait`] and their keyed and
-/// weighted forms) sleep the thread until tokio's time reaches the deadline. While tokio's
+/// The blocking waits ([`RateLimiter::blocking_acquire`], [`RateLimiter::blocking_wait`] and
+/// their keyed and weighted forms) sleep the thread until tokio's time reaches the deadline. While tokio's
 /// time is paused that would never happen: paused time moves only when the runtime, idle,
 /// jumps to its next timer, or when the test calls `tokio::time::advance`, and neither
 /// happens while the runtime's own thread is the one blocked (tokio does not auto-advance
@@ -47,7 +47,7 @@ use std::time::Duration;
 /// let limiter = RateLimiter::builder(Quota::per_second(2)).clock(TokioClock::new()).build().unwrap();
 /// let start = tokio::time::Instant::now();
 /// for _ in 0..4 {
-///     limiter.wait_async().await;
+///     limiter.wait().await;
 /// }
 /// assert_eq!(start.elapsed(), Duration::from_millis(1000)); // 2 at once, then one per 500 ms
 /// # }
@@ -145,8 +145,8 @@ impl Drop for CancelOnDrop<'_> {
 /// Refused at once, consuming nothing, when the wait would exceed `timeout`.
 ///
 /// Cancellation: if the future is dropped while it sleeps on a reservation, the reservation is
-/// given back when nothing was reserved after it (TESTING.md S5); otherwise it stays consumed,
-/// since later reservations were placed after it.
+/// given back when nothing was reserved after it; otherwise it stays consumed, since later
+/// reservations were placed after it. Dropped while it sleeps on a refusal, it holds nothing.
 async fn acquire_loop<C: Clock>(
     clock: &C,
     timeout: Duration,
@@ -183,46 +183,85 @@ async fn acquire_loop<C: Clock>(
 }
 
 /// Async waiting for direct limiters (feature `tokio`): the async counterparts of
-/// [`RateLimiter::acquire`], [`RateLimiter::acquire_n`] and [`RateLimiter::wait`]. They never
-/// block the executor: they await tokio's timer for exactly the time the limiter says.
+/// [`RateLimiter::blocking_acquire`], [`RateLimiter::blocking_acquire_n`],
+/// [`RateLimiter::blocking_wait`] and [`RateLimiter::blocking_wait_n`], under the plain names.
+/// They never block the executor: they await tokio's timer for exactly the time the limiter
+/// says. Any clock works; with [`TokioClock`] the waits follow tokio's (possibly paused) time.
+///
+/// ```
+/// use fluxrate::{AcquireAsync, Quota, RateLimiter};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let limiter = RateLimiter::direct(Quota::per_second(100))?;
+/// let admitted = limiter.acquire(Duration::from_millis(50)).await?;
+/// assert!(admitted.delay() <= Duration::from_millis(50));
+/// # Ok(())
+/// # }
+/// ```
 pub trait AcquireAsync {
     /// Wait until one request is admitted, or fail at once (consuming nothing) if that would
     /// take longer than `timeout`.
-    fn acquire_async(
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future consumes nothing, except in one case: a token or leaky bucket
+    /// reservation whose slot was followed by a later reservation stays consumed (the later
+    /// one was placed after it). Otherwise the slot is given back when the future is dropped
+    /// (a window algorithm reserves nothing while it waits).
+    fn acquire(
         &self,
         timeout: Duration,
     ) -> impl Future<Output = Result<Admitted, TimeoutExceeded>> + Send;
 
-    /// [`acquire_async`](Self::acquire_async) for a weight `n`.
-    fn acquire_n_async(
+    /// [`acquire`](Self::acquire) for a weight `n`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future consumes nothing, except in one case: a token or leaky bucket
+    /// reservation whose slot was followed by a later reservation stays consumed (the later
+    /// one was placed after it). Otherwise the slot is given back when the future is dropped
+    /// (a window algorithm reserves nothing while it waits).
+    fn acquire_n(
         &self,
         n: u64,
         timeout: Duration,
     ) -> impl Future<Output = Result<Admitted, AcquireError>> + Send;
 
     /// Wait until one request is admitted, however long it takes.
-    fn wait_async(&self) -> impl Future<Output = Admitted> + Send;
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future consumes nothing, except in one case: a token or leaky bucket
+    /// reservation whose slot was followed by a later reservation stays consumed (the later
+    /// one was placed after it). Otherwise the slot is given back when the future is dropped
+    /// (a window algorithm reserves nothing while it waits).
+    fn wait(&self) -> impl Future<Output = Admitted> + Send;
 
     /// Wait until a request of weight `n` is admitted; fails at once only if `n` exceeds the
     /// capacity.
-    fn wait_n_async(
-        &self,
-        n: u64,
-    ) -> impl Future<Output = Result<Admitted, InsufficientCapacity>> + Send;
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future consumes nothing, except in one case: a token or leaky bucket
+    /// reservation whose slot was followed by a later reservation stays consumed (the later
+    /// one was placed after it). Otherwise the slot is given back when the future is dropped
+    /// (a window algorithm reserves nothing while it waits).
+    fn wait_n(&self, n: u64)
+        -> impl Future<Output = Result<Admitted, InsufficientCapacity>> + Send;
 }
 
-impl<C, S> AcquireAsync for RateLimiter<NotKeyed, C, S>
+impl<C, H> AcquireAsync for RateLimiter<NotKeyed, C, H>
 where
     C: Clock,
-    S: BuildHasher + Clone + Send + Sync,
+    H: BuildHasher + Clone + Send + Sync,
 {
-    async fn acquire_async(&self, timeout: Duration) -> Result<Admitted, TimeoutExceeded> {
-        self.acquire_n_async(1, timeout)
-            .await
-            .map_err(AcquireError::unit)
+    async fn acquire(&self, timeout: Duration) -> Result<Admitted, TimeoutExceeded> {
+        self.acquire_n(1, timeout).await.map_err(AcquireError::unit)
     }
 
-    async fn acquire_n_async(&self, n: u64, timeout: Duration) -> Result<Admitted, AcquireError> {
+    async fn acquire_n(&self, n: u64, timeout: Duration) -> Result<Admitted, AcquireError> {
         acquire_loop(
             self.clock(),
             timeout,
@@ -232,23 +271,45 @@ where
         .await
     }
 
-    async fn wait_async(&self) -> Admitted {
-        self.wait_n_async(1).await.unwrap_or_else(|e| e.unit())
+    async fn wait(&self) -> Admitted {
+        self.wait_n(1).await.unwrap_or_else(|e| e.unit())
     }
 
-    async fn wait_n_async(&self, n: u64) -> Result<Admitted, InsufficientCapacity> {
-        self.acquire_n_async(n, Duration::MAX)
+    async fn wait_n(&self, n: u64) -> Result<Admitted, InsufficientCapacity> {
+        self.acquire_n(n, Duration::MAX)
             .await
             .map_err(AcquireError::unbounded)
     }
 }
 
 /// Async waiting for keyed limiters (feature `tokio`): the async counterparts of
-/// [`RateLimiter::acquire_key`] and [`RateLimiter::wait_key`].
+/// [`RateLimiter::blocking_acquire_key`], [`RateLimiter::blocking_acquire_key_n`],
+/// [`RateLimiter::blocking_wait_key`] and [`RateLimiter::blocking_wait_key_n`], under the plain
+/// names.
+///
+/// ```
+/// use fluxrate::{AcquireKeyAsync, Quota, RateLimiter};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let per_user = RateLimiter::<String>::keyed(Quota::per_second(100))?;
+/// per_user.acquire_key("alice", Duration::from_millis(50)).await?;
+/// per_user.wait_key_n("bob", 3).await?;
+/// # Ok(())
+/// # }
+/// ```
 pub trait AcquireKeyAsync<K> {
     /// Wait until one request for `key` is admitted, or fail at once (consuming nothing) if
     /// that would take longer than `timeout`.
-    fn acquire_key_async<Q>(
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future consumes nothing, except in one case: a token or leaky bucket
+    /// reservation whose slot was followed by a later reservation stays consumed (the later
+    /// one was placed after it). Otherwise the slot is given back when the future is dropped
+    /// (a window algorithm reserves nothing while it waits).
+    fn acquire_key<Q>(
         &self,
         key: &Q,
         timeout: Duration,
@@ -257,8 +318,15 @@ pub trait AcquireKeyAsync<K> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized;
 
-    /// [`acquire_key_async`](Self::acquire_key_async) for a weight `n`.
-    fn acquire_key_n_async<Q>(
+    /// [`acquire_key`](Self::acquire_key) for a weight `n`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future consumes nothing, except in one case: a token or leaky bucket
+    /// reservation whose slot was followed by a later reservation stays consumed (the later
+    /// one was placed after it). Otherwise the slot is given back when the future is dropped
+    /// (a window algorithm reserves nothing while it waits).
+    fn acquire_key_n<Q>(
         &self,
         key: &Q,
         n: u64,
@@ -269,33 +337,54 @@ pub trait AcquireKeyAsync<K> {
         Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized;
 
     /// Wait until one request for `key` is admitted, however long it takes.
-    fn wait_key_async<Q>(&self, key: &Q) -> impl Future<Output = Admitted> + Send
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future consumes nothing, except in one case: a token or leaky bucket
+    /// reservation whose slot was followed by a later reservation stays consumed (the later
+    /// one was placed after it). Otherwise the slot is given back when the future is dropped
+    /// (a window algorithm reserves nothing while it waits).
+    fn wait_key<Q>(&self, key: &Q) -> impl Future<Output = Admitted> + Send
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized;
+
+    /// Wait until a request of weight `n` for `key` is admitted; fails at once only if `n`
+    /// exceeds the capacity.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future consumes nothing, except in one case: a token or leaky bucket
+    /// reservation whose slot was followed by a later reservation stays consumed (the later
+    /// one was placed after it). Otherwise the slot is given back when the future is dropped
+    /// (a window algorithm reserves nothing while it waits).
+    fn wait_key_n<Q>(
+        &self,
+        key: &Q,
+        n: u64,
+    ) -> impl Future<Output = Result<Admitted, InsufficientCapacity>> + Send
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized;
 }
 
-impl<K, C, S> AcquireKeyAsync<K> for RateLimiter<K, C, S>
+impl<K, C, H> AcquireKeyAsync<K> for RateLimiter<K, C, H>
 where
     K: Hash + Eq + Send + Sync,
     C: Clock,
-    S: BuildHasher + Clone + Send + Sync,
+    H: BuildHasher + Clone + Send + Sync,
 {
-    async fn acquire_key_async<Q>(
-        &self,
-        key: &Q,
-        timeout: Duration,
-    ) -> Result<Admitted, TimeoutExceeded>
+    async fn acquire_key<Q>(&self, key: &Q, timeout: Duration) -> Result<Admitted, TimeoutExceeded>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized,
     {
-        self.acquire_key_n_async(key, 1, timeout)
+        self.acquire_key_n(key, 1, timeout)
             .await
             .map_err(AcquireError::unit)
     }
 
-    async fn acquire_key_n_async<Q>(
+    async fn acquire_key_n<Q>(
         &self,
         key: &Q,
         n: u64,
@@ -314,14 +403,21 @@ where
         .await
     }
 
-    async fn wait_key_async<Q>(&self, key: &Q) -> Admitted
+    async fn wait_key<Q>(&self, key: &Q) -> Admitted
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized,
     {
-        self.acquire_key_n_async(key, 1, Duration::MAX)
+        self.wait_key_n(key, 1).await.unwrap_or_else(|e| e.unit())
+    }
+
+    async fn wait_key_n<Q>(&self, key: &Q, n: u64) -> Result<Admitted, InsufficientCapacity>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + Sync + ?Sized,
+    {
+        self.acquire_key_n(key, n, Duration::MAX)
             .await
             .map_err(AcquireError::unbounded)
-            .unwrap_or_else(|e| e.unit())
     }
 }

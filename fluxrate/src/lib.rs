@@ -19,12 +19,13 @@
 //!     // process the request
 //! }
 //!
-//! // Blocking acquire with a timeout (the Python context manager).
+//! // Block the thread until admitted, with a timeout (in async code: `acquire(..).await`).
 //! let api = RateLimiter::builder("5/s".parse()?).algorithm(Algorithm::LeakyBucket).build()?;
-//! api.acquire(Duration::from_secs(5))?;
+//! api.blocking_acquire(Duration::from_secs(5))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use fluxrate_core::*;
 
@@ -34,19 +35,23 @@ pub use fluxrate_core as core;
 #[cfg(feature = "tokio")]
 mod asynch;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use asynch::{AcquireAsync, AcquireKeyAsync, TokioClock};
 
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod http;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-/// Rate-limit a function: the Rust form of the Python `@RateLimiter(calls=10, period=60)`.
+/// Rate-limit a function: `#[rate_limit(calls = 10, period = 60)]` puts a limit in front of its
+/// body.
 ///
 /// ```
 /// use fluxrate::{rate_limit, RateLimited};
@@ -73,7 +78,7 @@ pub mod __private;
 /// | `burst = N` | token bucket burst / leaky bucket queue (defaults to `calls`) |
 /// | `key = <expr>` | a per-key limit; any expression over the arguments (or `self`), evaluated before the body |
 /// | `on_limit = "error"` | (default) return `Err(From::from(RateLimited))`: the function must return `Result<T, E>` with `E: From<RateLimited>` |
-/// | `on_limit = "none"` | return `None`: the function must return `Option<T>` (Python's `raise_on_limit=False`) |
+/// | `on_limit = "none"` | return `None`: the function must return `Option<T>` (instead of an error) |
 /// | `on_limit = "wait"` | block (or, in an `async fn` with the `tokio` feature, await) until admitted |
 /// | `timeout = 5`, `"250ms"` | with `"wait"`: give up at once, consuming nothing, if the wait would be longer; the function then returns `Err(From::from(TimeoutExceeded))` |
 /// | `limiter = PATH` | use a limiter you declared (a `static` [`std::sync::LazyLock`] of a [`RateLimiter`]): share one limit across functions, and reach it for [`stats`](RateLimiter::stats) and [`reset`](RateLimiter::reset) |

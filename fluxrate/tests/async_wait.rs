@@ -24,7 +24,7 @@ async fn waits_are_exact_for_every_algorithm() {
         let l = paused_limiter(Quota::per_second(4), alg);
         let start = Instant::now();
         for _ in 0..8 {
-            l.wait_async().await;
+            l.wait().await;
         }
         let took = start.elapsed();
         // Token bucket: 4 at once, then one per 250 ms. Leaky bucket: one per 250 ms from the
@@ -43,20 +43,17 @@ async fn waits_are_exact_for_every_algorithm() {
 #[tokio::test(start_paused = true)]
 async fn timeouts_are_refused_at_once_and_consume_nothing() {
     let l = paused_limiter(Quota::per_second(1), Algorithm::TokenBucket);
-    l.acquire_async(Duration::ZERO).await.unwrap();
+    l.acquire(Duration::ZERO).await.unwrap();
     let start = Instant::now();
-    let e: TimeoutExceeded = l
-        .acquire_async(Duration::from_millis(999))
-        .await
-        .unwrap_err();
+    let e: TimeoutExceeded = l.acquire(Duration::from_millis(999)).await.unwrap_err();
     assert_eq!(e.retry_after(), Duration::from_secs(1));
     assert_eq!(start.elapsed(), Duration::ZERO, "a refused acquire slept");
     assert!(matches!(
-        l.acquire_n_async(2, Duration::MAX).await,
+        l.acquire_n(2, Duration::MAX).await,
         Err(AcquireError::Never(_))
     ));
     // Nothing was consumed: the next slot is still 1 s after the first.
-    l.acquire_async(Duration::from_secs(1)).await.unwrap();
+    l.acquire(Duration::from_secs(1)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(1));
 }
 
@@ -68,13 +65,13 @@ async fn keyed_async_waits_per_key() {
         .build()
         .unwrap();
     let start = Instant::now();
-    l.wait_key_async("a").await;
-    l.wait_key_async("b").await;
+    l.wait_key("a").await;
+    l.wait_key("b").await;
     assert_eq!(start.elapsed(), Duration::ZERO);
-    l.wait_key_async("a").await;
+    l.wait_key("a").await;
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     let e = l
-        .acquire_key_async("a", Duration::from_millis(10))
+        .acquire_key("a", Duration::from_millis(10))
         .await
         .unwrap_err();
     assert_eq!(e.retry_after(), Duration::from_secs(1));
@@ -156,31 +153,31 @@ async fn dropped_waiters_give_back_what_they_can() {
         Algorithm::TokenBucket,
     ));
     let start = Instant::now();
-    l.acquire_async(Duration::ZERO).await.unwrap();
+    l.acquire(Duration::ZERO).await.unwrap();
 
     // The last reservation, dropped: its slot (1 s) goes to the next caller.
     let l2 = l.clone();
-    let waiter = tokio::spawn(async move { l2.acquire_async(Duration::from_secs(10)).await });
+    let waiter = tokio::spawn(async move { l2.acquire(Duration::from_secs(10)).await });
     tokio::task::yield_now().await;
     waiter.abort();
     assert!(waiter.await.unwrap_err().is_cancelled());
-    l.acquire_async(Duration::from_secs(10)).await.unwrap();
+    l.acquire(Duration::from_secs(10)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(1));
 
     // Two reservations (2 s and 3 s); dropping the first gives nothing back (the second is
     // placed after it), and the second still leaves at 3 s.
     let (la, lb) = (l.clone(), l.clone());
-    let a = tokio::spawn(async move { la.acquire_async(Duration::from_secs(10)).await });
+    let a = tokio::spawn(async move { la.acquire(Duration::from_secs(10)).await });
     tokio::task::yield_now().await;
     let b = tokio::spawn(async move {
-        lb.acquire_async(Duration::from_secs(10)).await.unwrap();
+        lb.acquire(Duration::from_secs(10)).await.unwrap();
         Instant::now()
     });
     tokio::task::yield_now().await;
     a.abort();
     assert!(a.await.unwrap_err().is_cancelled());
     assert_eq!(b.await.unwrap() - start, Duration::from_secs(3));
-    l.acquire_async(Duration::from_secs(10)).await.unwrap();
+    l.acquire(Duration::from_secs(10)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(4));
 }
 
@@ -225,7 +222,7 @@ fn blocking_waits_on_a_paused_tokio_clock_end_and_are_exact() {
                 let asynch = paused_limiter(q, alg);
                 let start = Instant::now();
                 for _ in 0..5 {
-                    asynch.wait_async().await;
+                    asynch.wait().await;
                 }
                 let exact = u64::try_from(start.elapsed().as_nanos()).unwrap();
                 assert!(exact > 0, "{alg}: the sequence has to wait");
@@ -233,9 +230,9 @@ fn blocking_waits_on_a_paused_tokio_clock_end_and_are_exact() {
                 let blocking = paused_limiter(q, alg);
                 let (start, real) = (Instant::now(), std::time::Instant::now());
                 let t0 = blocking.clock().now();
-                blocking.acquire(Duration::from_secs(60)).unwrap();
+                blocking.blocking_acquire(Duration::from_secs(60)).unwrap();
                 for _ in 0..4 {
-                    blocking.wait();
+                    blocking.blocking_wait();
                 }
                 assert_eq!(blocking.clock().now() - t0, exact, "{alg}");
                 assert_eq!(
@@ -251,7 +248,7 @@ fn blocking_waits_on_a_paused_tokio_clock_end_and_are_exact() {
                 // A wait beyond the timeout is still refused at once.
                 while blocking.check().is_ok() {}
                 let now = blocking.clock().now();
-                assert!(blocking.acquire(Duration::ZERO).is_err(), "{alg}");
+                assert!(blocking.blocking_acquire(Duration::ZERO).is_err(), "{alg}");
                 assert_eq!(blocking.clock().now(), now, "{alg}");
             }
         })
@@ -276,7 +273,7 @@ fn blocking_waits_on_a_paused_tokio_clock_end_in_spawn_blocking() {
                 let t0 = l.clock().now();
                 tokio::task::spawn_blocking(move || {
                     for _ in 0..6 {
-                        l.wait_key(&7);
+                        l.blocking_wait_key(&7);
                     }
                     l.clock().now() - t0
                 })
@@ -302,11 +299,11 @@ fn two_blocking_waiters_on_a_paused_tokio_clock_both_end() {
                     .build()
                     .unwrap(),
             );
-            l.wait();
+            l.blocking_wait();
             let waiters: Vec<_> = (0..2)
                 .map(|_| {
                     let l = l.clone();
-                    tokio::task::spawn_blocking(move || l.wait().admitted_at())
+                    tokio::task::spawn_blocking(move || l.blocking_wait().admitted_at())
                 })
                 .collect();
             let mut ends = Vec::new();
@@ -336,7 +333,7 @@ fn blocking_waits_on_a_running_tokio_clock_sleep_in_real_time() {
                 .unwrap();
             let (t0, start) = (l.clock().now(), Instant::now());
             l.check().unwrap();
-            l.acquire(Duration::from_secs(1)).unwrap();
+            l.blocking_acquire(Duration::from_secs(1)).unwrap();
             assert!(
                 start.elapsed() >= Duration::from_millis(45),
                 "{:?}",

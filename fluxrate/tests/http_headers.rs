@@ -409,7 +409,7 @@ async fn a_full_store_refusal_tells_no_quota_until_a_slot_frees() {
     );
 }
 
-/// With `Overflow::Shared`, new keys of a full store are decided by one shared cell: its
+/// With `OverflowPolicy::Shared`, new keys of a full store are decided by one shared cell: its
 /// numbers, not a fresh key's (the window algorithms cannot tell its window: no `t`).
 #[tokio::test]
 async fn shared_overflow_numbers_are_the_shared_cells() {
@@ -419,7 +419,7 @@ async fn shared_overflow_numbers_are_the_shared_cells() {
             .clock(ManualClock::new())
             .keyed::<RequestKey>()
             .max_keys(1)
-            .overflow(fluxrate::Overflow::Shared)
+            .overflow(fluxrate::OverflowPolicy::Shared)
             .build()
             .unwrap(),
     );
@@ -694,7 +694,7 @@ fn stored(
     alg: Algorithm,
     clock: &ManualClock,
     max_keys: usize,
-    overflow: fluxrate::Overflow,
+    overflow: fluxrate::OverflowPolicy,
 ) -> Arc<RateLimiter<RequestKey, ManualClock>> {
     Arc::new(
         RateLimiter::builder(quota)
@@ -719,7 +719,7 @@ async fn a_cost_above_capacity_is_never_admitted_even_by_a_full_store() {
             alg,
             &clock,
             1,
-            fluxrate::Overflow::Reject,
+            fluxrate::OverflowPolicy::Reject,
         );
         let svc = keyed_with_cost(lim).layer(ok());
         svc.clone().oneshot(key_cost("a", 1)).await.unwrap();
@@ -740,7 +740,7 @@ async fn a_full_store_refusing_a_shaped_batch_tells_no_quota() {
         Algorithm::LeakyBucket,
         &clock,
         1,
-        fluxrate::Overflow::Reject,
+        fluxrate::OverflowPolicy::Reject,
     );
     let svc = keyed_with_cost(lim)
         .max_delay(Duration::from_secs(5))
@@ -768,7 +768,7 @@ async fn a_shared_shaper_cell_claims_no_window() {
         Algorithm::LeakyBucket,
         &clock,
         1,
-        fluxrate::Overflow::Shared,
+        fluxrate::OverflowPolicy::Shared,
     );
     // Decide without waiting: the dry run reports what a refusal would say.
     let svc = keyed_with_cost(lim)
@@ -796,7 +796,7 @@ async fn a_look_behind_a_later_fixed_window_claims_its_start() {
         Algorithm::FixedWindow,
         &clock,
         100,
-        fluxrate::Overflow::Reject,
+        fluxrate::OverflowPolicy::Reject,
     );
     let svc = keyed_with_cost(lim).layer(ok());
     svc.clone().oneshot(key_cost("a", 2)).await.unwrap();
@@ -825,7 +825,7 @@ async fn a_stale_counter_reader_is_told_when_it_stops_being_stale() {
         Algorithm::SlidingWindowCounter,
         &clock,
         100,
-        fluxrate::Overflow::Reject,
+        fluxrate::OverflowPolicy::Reject,
     );
     let svc = keyed_with_cost(lim).layer(ok());
     svc.clone().oneshot(key_cost("a", 1)).await.unwrap();

@@ -16,7 +16,7 @@ mod refs;
 mod store_model;
 
 use fluxrate_core::{
-    Overflow,
+    OverflowPolicy,
     Algorithm, Clock, FixedWindow, FixedWindowState, GcraState, LeakyBucket, ManualClock, Quota,
     RateAlgorithm, RateLimiter, Refusal, SlidingLog, SlidingWindowCounter,
     SlidingWindowCounterState, TokenBucket,
@@ -226,7 +226,7 @@ fuzz_target!(|data: &[u8]| {
             if i % 13 == 0 {
                 l.sweep();
             }
-            let _ = l.acquire_key_n(&key, n, Duration::from_nanos(u64::from(data.len() as u32)));
+            let _ = l.blocking_acquire_key_n(&key, n, Duration::from_nanos(u64::from(data.len() as u32)));
         }
         let _ = clock.now();
     }
@@ -238,7 +238,7 @@ fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let mode = b.u8();
     let max_keys = usize::from(mode & 0x0f) + 1;
-    let overflow = if mode & 0x10 == 0 { Overflow::Reject } else { Overflow::Shared };
+    let overflow = if mode & 0x10 == 0 { OverflowPolicy::Reject } else { OverflowPolicy::Shared };
     let (calls, burst) = (u64::from(b.u8() % 4) + 1, u64::from(b.u8() % 4) + 1);
     let period = 1_000_000u64;
     let key_space = (max_keys as u32) * 2 + 2;

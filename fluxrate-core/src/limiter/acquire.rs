@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::engine::Attempt;
 use super::RateLimiter;
 
-impl<K, C: Clock, S> RateLimiter<K, C, S> {
+impl<K, C: Clock, H> RateLimiter<K, C, H> {
     /// Block until `attempt` admits, sleeping exactly as long as the algorithm says, or fail at
     /// once if the wait would exceed `timeout`. Nothing is consumed by a refusal.
     pub(super) fn acquire_loop(

@@ -6,7 +6,7 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::error::ConfigError;
 use crate::quota::Quota;
 use crate::stats::Counters;
-use crate::store::{KeyHasher, Overflow};
+use crate::store::{KeyHasher, OverflowPolicy};
 use core::fmt;
 use core::hash::{BuildHasher, Hash};
 use core::marker::PhantomData;
@@ -19,23 +19,23 @@ use super::{NotKeyed, RateLimiter};
 /// # Examples
 ///
 /// ```
-/// use fluxrate_core::{Algorithm, Overflow, Quota, RateLimiter};
+/// use fluxrate_core::{Algorithm, OverflowPolicy, Quota, RateLimiter};
 ///
 /// let limiter = RateLimiter::builder("100/minute".parse().unwrap())
 ///     .algorithm(Algorithm::TokenBucket)
 ///     .burst(150)
 ///     .keyed::<u64>()
 ///     .max_keys(100_000)
-///     .overflow(Overflow::Reject)
+///     .overflow(OverflowPolicy::Reject)
 ///     .build()
 ///     .unwrap();
 /// assert!(limiter.allow_key(&7));
 /// ```
 #[must_use]
-pub struct Builder<K = NotKeyed, C = MonotonicClock, S = KeyHasher> {
+pub struct Builder<K = NotKeyed, C = MonotonicClock, H = KeyHasher> {
     common: Common,
     clock: C,
-    hasher: S,
+    hasher: H,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -45,12 +45,12 @@ struct Common {
     quota: Quota,
     algorithm: Algorithm,
     max_keys: Option<usize>,
-    overflow: Overflow,
+    overflow: OverflowPolicy,
     per_key_stats: bool,
     stats: bool,
 }
 
-impl<K, C: fmt::Debug, S> fmt::Debug for Builder<K, C, S> {
+impl<K, C: fmt::Debug, H> fmt::Debug for Builder<K, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.common;
         f.debug_struct("Builder")
@@ -73,7 +73,7 @@ impl RateLimiter {
                 quota,
                 algorithm: Algorithm::TokenBucket,
                 max_keys: None,
-                overflow: Overflow::Reject,
+                overflow: OverflowPolicy::Reject,
                 per_key_stats: false,
                 stats: true,
             },
@@ -107,7 +107,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
     }
 }
 
-impl<K, C, S> Builder<K, C, S> {
+impl<K, C, H> Builder<K, C, H> {
     /// Choose the algorithm (default: [`Algorithm::TokenBucket`]).
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.common.algorithm = algorithm;
@@ -122,7 +122,7 @@ impl<K, C, S> Builder<K, C, S> {
     }
 
     /// Use another clock.
-    pub fn clock<C2: Clock>(self, clock: C2) -> Builder<K, C2, S> {
+    pub fn clock<C2: Clock>(self, clock: C2) -> Builder<K, C2, H> {
         Builder {
             common: self.common,
             clock,
@@ -140,7 +140,7 @@ impl<K, C, S> Builder<K, C, S> {
     }
 
     /// Make it a keyed limiter: one independent limit per key of type `K2`.
-    pub fn keyed<K2: Hash + Eq>(self) -> Builder<K2, C, S> {
+    pub fn keyed<K2: Hash + Eq>(self) -> Builder<K2, C, H> {
         Builder {
             common: self.common,
             clock: self.clock,
@@ -150,7 +150,7 @@ impl<K, C, S> Builder<K, C, S> {
     }
 
     /// Check the options and build the limiter, its keyed store (or none) made by `stores`.
-    fn build_with(self, stores: &impl MakeStore<K, S>) -> Result<RateLimiter<K, C, S>, ConfigError>
+    fn build_with(self, stores: &impl MakeStore<K, H>) -> Result<RateLimiter<K, C, H>, ConfigError>
     where
         C: Clock,
     {
@@ -166,18 +166,18 @@ impl<K, C, S> Builder<K, C, S> {
     }
 }
 
-impl<C: Clock, S> Builder<NotKeyed, C, S> {
+impl<C: Clock, H> Builder<NotKeyed, C, H> {
     /// Check every parameter and build the direct limiter.
-    pub fn build(self) -> Result<RateLimiter<NotKeyed, C, S>, ConfigError> {
+    pub fn build(self) -> Result<RateLimiter<NotKeyed, C, H>, ConfigError> {
         self.build_with(&NoStore)
     }
 }
 
 /// The keyed builder options: after [`keyed`](Builder::keyed) only.
-impl<K: Hash + Eq, C, S: BuildHasher + Clone> Builder<K, C, S> {
+impl<K: Hash + Eq, C, H: BuildHasher + Clone> Builder<K, C, H> {
     /// Use another hasher for the keyed store. Keep it randomly seeded if keys come from
     /// untrusted input (see [`KeyHasher`]).
-    pub fn hasher<S2: BuildHasher + Clone>(self, hasher: S2) -> Builder<K, C, S2> {
+    pub fn hasher<H2: BuildHasher + Clone>(self, hasher: H2) -> Builder<K, C, H2> {
         Builder {
             common: self.common,
             clock: self.clock,
@@ -187,14 +187,14 @@ impl<K: Hash + Eq, C, S: BuildHasher + Clone> Builder<K, C, S> {
     }
 
     /// Bound the number of keys held at once (keyed limiters). When every held key is live, new
-    /// keys follow the [`Overflow`] policy; a live key is never evicted to make room.
+    /// keys follow the [`OverflowPolicy`] policy; a live key is never evicted to make room.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.common.max_keys = Some(max_keys);
         self
     }
 
     /// What to do with new keys when `max_keys` live keys are held (default: reject).
-    pub fn overflow(mut self, overflow: Overflow) -> Self {
+    pub fn overflow(mut self, overflow: OverflowPolicy) -> Self {
         self.common.overflow = overflow;
         self
     }
@@ -207,7 +207,7 @@ impl<K: Hash + Eq, C, S: BuildHasher + Clone> Builder<K, C, S> {
     }
 
     /// Check every parameter and build the keyed limiter.
-    pub fn build(self) -> Result<RateLimiter<K, C, S>, ConfigError>
+    pub fn build(self) -> Result<RateLimiter<K, C, H>, ConfigError>
     where
         C: Clock,
     {

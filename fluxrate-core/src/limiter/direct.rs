@@ -9,9 +9,20 @@ use super::engine::{decide, dispatch};
 use super::{NotKeyed, RateLimiter};
 
 /// Direct (un-keyed) use: one limit for all callers.
-impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
-    /// Admit one request if the limit allows it now.
+impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
+    /// Admit one request if the limit allows it now: the leanest check (no metadata).
+    ///
+    /// ```
+    /// use fluxrate_core::{Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::direct(Quota::per_second(2))?;
+    /// assert!(limiter.allow());
+    /// assert!(limiter.allow());
+    /// assert!(!limiter.allow()); // the burst (2) is spent
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
     #[inline]
+    #[must_use = "an admitted request is counted whether or not the answer is used"]
     pub fn allow(&self) -> bool {
         let now = self.clock.now();
         dispatch!(&self.engine, |alg, cells| self.allow_on(
@@ -32,6 +43,18 @@ impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
     }
 
     /// Admit one request, or say when to retry.
+    ///
+    /// ```
+    /// use fluxrate_core::{ManualClock, Quota, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let limiter = RateLimiter::builder(Quota::per_second(1)).clock(ManualClock::new()).build()?;
+    /// let admitted = limiter.check().unwrap();
+    /// assert_eq!(admitted.remaining(), 0);
+    /// let refused = limiter.check().unwrap_err();
+    /// assert_eq!(refused.retry_after(), Duration::from_secs(1));
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
     #[inline]
     pub fn check(&self) -> Result<Admitted, RateLimited> {
         self.check_n(1).map_err(Denied::unit)
@@ -39,6 +62,17 @@ impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
 
     /// Admit a request of weight `n` (all or nothing). `n` above the capacity is
     /// [`Denied::Never`], at once; `n = 0` only looks.
+    ///
+    /// ```
+    /// use fluxrate_core::{Denied, Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::direct(Quota::per_second(10))?;
+    /// assert!(limiter.check_n(7).is_ok());
+    /// assert!(matches!(limiter.check_n(7), Err(Denied::Limited(_)))); // 3 left
+    /// assert!(matches!(limiter.check_n(11), Err(Denied::Never(_)))); // can never pass
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
+    #[doc(alias = "consume")]
     #[inline]
     pub fn check_n(&self, n: u64) -> Result<Admitted, Denied> {
         let now = self.clock.now();
@@ -51,16 +85,37 @@ impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
         self.finish(now, n, r)
     }
 
-    /// The Python name of [`check_n`](Self::check_n).
-    pub fn consume(&self, n: u64) -> Result<Admitted, Denied> {
-        self.check_n(n)
+    /// Block the thread until one request is admitted or `timeout` would be exceeded (then
+    /// fail at once, consuming nothing). The token bucket reserves its slot (first come, first
+    /// served); the leaky bucket queues; window algorithms sleep exactly until the window
+    /// allows.
+    ///
+    /// # Blocking
+    ///
+    /// This sleeps the calling thread (through [`Clock::sleep_until`]); in async code use the
+    /// facade's `acquire` (`fluxrate::AcquireAsync`), which waits on the runtime's timer.
+    ///
+    /// ```
+    /// use fluxrate_core::{ManualClock, Quota, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// // A manual clock's sleep advances it, so this runs instantly.
+    /// let limiter = RateLimiter::builder(Quota::per_second(1)).clock(ManualClock::new()).build()?;
+    /// limiter.check().unwrap();
+    /// let admitted = limiter.blocking_acquire(Duration::from_secs(2)).unwrap();
+    /// assert_eq!(admitted.admitted_at(), 1_000_000_000); // it waited one second
+    /// assert!(limiter.blocking_acquire(Duration::from_millis(10)).is_err()); // too long a wait
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
+    pub fn blocking_acquire(&self, timeout: Duration) -> Result<Admitted, TimeoutExceeded> {
+        self.blocking_acquire_n(1, timeout)
+            .map_err(AcquireError::unit)
     }
 
-    /// Block until one request is admitted or `timeout` would be exceeded (then fail at once,
-    /// consuming nothing). The token bucket reserves its slot (first come, first served); the
-    /// leaky bucket queues; window algorithms sleep exactly until the window allows.
-    pub fn acquire(&self, timeout: Duration) -> Result<Admitted, TimeoutExceeded> {
-        self.acquire_n(1, timeout).map_err(AcquireError::unit)
+    /// Reserve one request that may go at most `max_wait` from now, without waiting:
+    /// [`reserve_n`](Self::reserve_n) for a unit request.
+    pub fn reserve(&self, max_wait: Duration) -> Result<Admitted, RateLimited> {
+        self.reserve_n(1, max_wait).map_err(Denied::unit)
     }
 
     /// Reserve a request of weight `n` that may go at most `max_wait` from now, without waiting:
@@ -114,8 +169,12 @@ impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
             .cancel(&cells.direct, admitted))
     }
 
-    /// [`acquire`](Self::acquire) for a weight `n`.
-    pub fn acquire_n(&self, n: u64, timeout: Duration) -> Result<Admitted, AcquireError> {
+    /// [`blocking_acquire`](Self::blocking_acquire) for a weight `n`.
+    ///
+    /// # Blocking
+    ///
+    /// Sleeps the calling thread, like [`blocking_acquire`](Self::blocking_acquire).
+    pub fn blocking_acquire_n(&self, n: u64, timeout: Duration) -> Result<Admitted, AcquireError> {
         dispatch!(&self.engine, |alg, cells| self.acquire_loop(
             n,
             timeout,
@@ -128,32 +187,62 @@ impl<C: Clock, S> RateLimiter<NotKeyed, C, S> {
         ))
     }
 
-    /// Block until one request is admitted, however long it takes.
-    pub fn wait(&self) -> Admitted {
-        self.wait_n(1).unwrap_or_else(|e| e.unit())
+    /// Block the thread until one request is admitted, however long it takes.
+    ///
+    /// # Blocking
+    ///
+    /// Sleeps the calling thread, like [`blocking_acquire`](Self::blocking_acquire).
+    ///
+    /// ```
+    /// use fluxrate_core::{Clock, ManualClock, Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::builder(Quota::per_second(2)).clock(ManualClock::new()).build()?;
+    /// for _ in 0..3 {
+    ///     limiter.blocking_wait();
+    /// }
+    /// assert_eq!(limiter.clock().now(), 500_000_000); // the third waited for its slot
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
+    pub fn blocking_wait(&self) -> Admitted {
+        self.blocking_wait_n(1).unwrap_or_else(|e| e.unit())
     }
 
-    /// Block until a request of weight `n` is admitted; fails at once only if `n` exceeds the
-    /// capacity.
-    pub fn wait_n(&self, n: u64) -> Result<Admitted, InsufficientCapacity> {
-        self.acquire_n(n, Duration::MAX)
+    /// Block the thread until a request of weight `n` is admitted; fails at once only if `n`
+    /// exceeds the capacity.
+    ///
+    /// # Blocking
+    ///
+    /// Sleeps the calling thread, like [`blocking_acquire`](Self::blocking_acquire).
+    pub fn blocking_wait_n(&self, n: u64) -> Result<Admitted, InsufficientCapacity> {
+        self.blocking_acquire_n(n, Duration::MAX)
             .map_err(AcquireError::unbounded)
     }
 
-    /// The current state, without changing it.
+    /// The current state, without changing it: what is left ([`Snapshot::remaining`]), when
+    /// the next request may go ([`Snapshot::retry_after`]), and the algorithm's own numbers.
+    ///
+    /// ```
+    /// use fluxrate_core::{Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::direct(Quota::per_second(5))?;
+    /// limiter.check_n(2).unwrap();
+    /// assert_eq!(limiter.peek().remaining(), 3);
+    /// assert_eq!(limiter.peek().remaining(), 3); // looking changes nothing
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
+    #[doc(alias = "available")]
+    #[doc(alias = "count")]
+    #[doc(alias = "level")]
+    #[must_use]
     pub fn peek(&self) -> Snapshot {
         let now = self.clock.now();
         dispatch!(&self.engine, |alg, cells| alg.peek(&cells.direct, now))
     }
 
     /// How long until one request would be admitted (zero if now).
+    #[must_use]
     pub fn retry_after(&self) -> Duration {
         self.peek().retry_after()
-    }
-
-    /// How many unit requests would be admitted now (Python: `available`).
-    pub fn available(&self) -> u64 {
-        self.peek().remaining()
     }
 
     /// Return to a fresh, fully available state.

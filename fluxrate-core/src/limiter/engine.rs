@@ -17,7 +17,7 @@ use super::NotKeyed;
 /// a key type other than [`NotKeyed`], always `None` for `NotKeyed`: `build` decides by type).
 ///
 /// A keyed limiter uses its direct cell as the shared cell of
-/// [`Overflow::Shared`](crate::Overflow::Shared).
+/// [`OverflowPolicy::Shared`](crate::OverflowPolicy::Shared).
 pub(super) struct Cells<K, V, S> {
     pub(super) direct: Padded<V>,
     pub(super) keyed: Option<KeyedStore<K, V, S>>,

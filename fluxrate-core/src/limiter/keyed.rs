@@ -3,9 +3,9 @@
 
 use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
 use crate::clock::{nanos_saturating, Clock};
-use crate::error::{AcquireError, Denied, RateLimited, TimeoutExceeded};
+use crate::error::{AcquireError, Denied, InsufficientCapacity, RateLimited, TimeoutExceeded};
 use crate::stats::KeyStats;
-use crate::store::{KeyedStore, Lookup, Overflow};
+use crate::store::{KeyedStore, Lookup, OverflowPolicy};
 use core::borrow::Borrow;
 use core::hash::{BuildHasher, Hash};
 use std::time::Duration;
@@ -23,7 +23,7 @@ enum Op {
 }
 
 /// The answer of a decision on a key: whether it counts as admitted (per-key stats), and what a
-/// store full of live keys answers under [`Overflow::Reject`].
+/// store full of live keys answers under [`OverflowPolicy::Reject`].
 trait KeyOutcome {
     fn admitted(&self) -> bool;
 
@@ -65,13 +65,13 @@ impl KeyOutcome for Attempt {
 /// Every method takes the key by reference, and anything the key type can be borrowed as: a
 /// `String`-keyed limiter is checked with a `&str`, and allocates only the first time a key is
 /// seen.
-impl<K, C, S> RateLimiter<K, C, S>
+impl<K, C, H> RateLimiter<K, C, H>
 where
     K: Hash + Eq,
     C: Clock,
-    S: BuildHasher + Clone,
+    H: BuildHasher + Clone,
 {
-    fn store<V>(cells: &Cells<K, V, S>) -> &KeyedStore<K, V, S> {
+    fn store<V>(cells: &Cells<K, V, H>) -> &KeyedStore<K, V, H> {
         match &cells.keyed {
             Some(store) => store,
             // `Builder::build` for a hashable key type always makes the store.
@@ -79,8 +79,19 @@ where
         }
     }
 
-    /// Admit one request for `key` if its limit allows it now.
+    /// Admit one request for `key` if its limit allows it now: the leanest keyed check.
+    ///
+    /// ```
+    /// use fluxrate_core::{Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::<String>::keyed(Quota::per_minute(1))?;
+    /// assert!(limiter.allow_key("alice")); // a `&str` looks up a `String` key
+    /// assert!(!limiter.allow_key("alice"));
+    /// assert!(limiter.allow_key("bob")); // every key has its own limit
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
     #[inline]
+    #[must_use = "an admitted request is counted whether or not the answer is used"]
     pub fn allow_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
@@ -104,7 +115,22 @@ where
         self.check_key_n(key, 1).map_err(Denied::unit)
     }
 
-    /// Admit a request of weight `n` for `key` (all or nothing).
+    /// Admit a request of weight `n` for `key` (all or nothing); `n` above the capacity is
+    /// [`Denied::Never`], at once; `n = 0` only looks.
+    ///
+    /// ```
+    /// use fluxrate_core::{Denied, Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::<u64>::keyed(Quota::per_second(10))?;
+    /// let admitted = limiter.check_key_n(&7, 4).unwrap();
+    /// assert_eq!(admitted.remaining(), 6);
+    /// match limiter.check_key_n(&7, 8) {
+    ///     Err(Denied::Limited(e)) => assert!(!e.retry_after().is_zero()),
+    ///     other => panic!("expected a refusal, got {other:?}"),
+    /// }
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
+    #[doc(alias = "consume")]
     #[inline]
     pub fn check_key_n<Q>(&self, key: &Q, n: u64) -> Result<Admitted, Denied>
     where
@@ -123,7 +149,7 @@ where
     fn key_attempt<Q, A>(
         &self,
         alg: &A,
-        cells: &Cells<K, A::State, S>,
+        cells: &Cells<K, A::State, H>,
         key: &Q,
         now: u64,
         n: u64,
@@ -143,12 +169,12 @@ where
 
     /// Run `run` on the cell of `key` (created on a miss) and count the outcome per key. When
     /// the store is full of live keys, apply the overflow policy: [`KeyOutcome::full`] for
-    /// [`Overflow::Reject`], `run` on the shared cell for [`Overflow::Shared`].
+    /// [`OverflowPolicy::Reject`], `run` on the shared cell for [`OverflowPolicy::Shared`].
     #[inline]
     fn on_key<Q, A, R: KeyOutcome>(
         &self,
         alg: &A,
-        cells: &Cells<K, A::State, S>,
+        cells: &Cells<K, A::State, H>,
         key: &Q,
         now: u64,
         run: impl Fn(&A::State, u64) -> R,
@@ -165,21 +191,40 @@ where
                 r
             }
             Lookup::Full { until } => match self.overflow {
-                Overflow::Reject => R::full(until.saturating_sub(now).max(1)),
-                Overflow::Shared => run(&cells.direct, now),
+                OverflowPolicy::Reject => R::full(until.saturating_sub(now).max(1)),
+                OverflowPolicy::Shared => run(&cells.direct, now),
             },
         }
     }
 
-    /// Block until one request for `key` is admitted or `timeout` would be exceeded (then fail
-    /// at once, consuming nothing). No lock is held while waiting.
-    pub fn acquire_key<Q>(&self, key: &Q, timeout: Duration) -> Result<Admitted, TimeoutExceeded>
+    /// Block the thread until one request for `key` is admitted or `timeout` would be exceeded
+    /// (then fail at once, consuming nothing). No lock is held while waiting.
+    ///
+    /// # Blocking
+    ///
+    /// Sleeps the calling thread, like
+    /// [`blocking_acquire`](RateLimiter::blocking_acquire); in async code use the facade's
+    /// `acquire_key` (`fluxrate::AcquireKeyAsync`).
+    pub fn blocking_acquire_key<Q>(
+        &self,
+        key: &Q,
+        timeout: Duration,
+    ) -> Result<Admitted, TimeoutExceeded>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.acquire_key_n(key, 1, timeout)
+        self.blocking_acquire_key_n(key, 1, timeout)
             .map_err(AcquireError::unit)
+    }
+
+    /// [`reserve`](RateLimiter::reserve) for `key`: reserve one request without waiting.
+    pub fn reserve_key<Q>(&self, key: &Q, max_wait: Duration) -> Result<Admitted, RateLimited>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.reserve_key_n(key, 1, max_wait).map_err(Denied::unit)
     }
 
     /// [`reserve_n`](RateLimiter::reserve_n) for `key`: reserve without waiting.
@@ -219,8 +264,12 @@ where
         })
     }
 
-    /// [`acquire_key`](Self::acquire_key) for a weight `n`.
-    pub fn acquire_key_n<Q>(
+    /// [`blocking_acquire_key`](Self::blocking_acquire_key) for a weight `n`.
+    ///
+    /// # Blocking
+    ///
+    /// Sleeps the calling thread, like [`blocking_acquire`](RateLimiter::blocking_acquire).
+    pub fn blocking_acquire_key_n<Q>(
         &self,
         key: &Q,
         n: u64,
@@ -237,18 +286,52 @@ where
         ))
     }
 
-    /// Block until one request for `key` is admitted, however long it takes.
-    pub fn wait_key<Q>(&self, key: &Q) -> Admitted
+    /// Block the thread until one request for `key` is admitted, however long it takes.
+    ///
+    /// # Blocking
+    ///
+    /// Sleeps the calling thread, like [`blocking_acquire`](RateLimiter::blocking_acquire).
+    pub fn blocking_wait_key<Q>(&self, key: &Q) -> Admitted
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.acquire_key_n(key, 1, Duration::MAX)
-            .map_err(AcquireError::unbounded)
+        self.blocking_wait_key_n(key, 1)
             .unwrap_or_else(|e| e.unit())
     }
 
-    /// The current state of `key`, without changing it (a key never seen is fresh).
+    /// Block the thread until a request of weight `n` for `key` is admitted; fails at once
+    /// only if `n` exceeds the capacity.
+    ///
+    /// # Blocking
+    ///
+    /// Sleeps the calling thread, like [`blocking_acquire`](RateLimiter::blocking_acquire).
+    pub fn blocking_wait_key_n<Q>(&self, key: &Q, n: u64) -> Result<Admitted, InsufficientCapacity>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.blocking_acquire_key_n(key, n, Duration::MAX)
+            .map_err(AcquireError::unbounded)
+    }
+
+    /// The current state of `key`, without changing it (a key never seen is fresh, and is not
+    /// stored by looking).
+    ///
+    /// ```
+    /// use fluxrate_core::{Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::<String>::keyed(Quota::per_second(3))?;
+    /// limiter.check_key("a").unwrap();
+    /// assert_eq!(limiter.peek_key("a").remaining(), 2);
+    /// assert_eq!(limiter.peek_key("never seen").remaining(), 3);
+    /// assert_eq!(limiter.len(), 1);
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
+    #[doc(alias = "available")]
+    #[doc(alias = "count")]
+    #[doc(alias = "level")]
+    #[must_use]
     pub fn peek_key<Q>(&self, key: &Q) -> Snapshot
     where
         K: Borrow<Q>,
@@ -261,6 +344,7 @@ where
     }
 
     /// How long until one request for `key` would be admitted (zero if now).
+    #[must_use]
     pub fn retry_after_key<Q>(&self, key: &Q) -> Duration
     where
         K: Borrow<Q>,
@@ -312,6 +396,25 @@ where
     /// Drop every key whose state is fresh again and return the memory to the allocator;
     /// returns how many keys were dropped. Keys are also dropped on their own, amortized over
     /// insertions, so calling this is only needed to give memory back promptly.
+    ///
+    /// ```
+    /// use fluxrate_core::{ManualClock, Quota, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::builder(Quota::per_second(10))
+    ///     .clock(clock.clone())
+    ///     .keyed::<u32>()
+    ///     .build()?;
+    /// for user in 0..100 {
+    ///     limiter.check_key(&user).unwrap();
+    /// }
+    /// assert_eq!(limiter.len(), 100);
+    /// clock.advance(Duration::from_secs(1)); // every key is full again
+    /// assert_eq!(limiter.sweep(), 100);
+    /// assert!(limiter.is_empty());
+    /// # Ok::<(), fluxrate_core::ConfigError>(())
+    /// ```
     pub fn sweep(&self) -> usize {
         let now = self.clock.now();
         dispatch!(&self.engine, |alg, cells| {

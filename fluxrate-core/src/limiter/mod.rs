@@ -18,7 +18,7 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::error::{Denied, InsufficientCapacity, RateLimited};
 use crate::quota::Quota;
 use crate::stats::{Counters, Stats};
-use crate::store::{KeyHasher, Overflow};
+use crate::store::{KeyHasher, OverflowPolicy};
 use core::fmt;
 
 use engine::{dispatch, Attempt, Engine};
@@ -46,8 +46,8 @@ use engine::{dispatch, Attempt, Engine};
 /// ```
 ///
 /// ```compile_fail
-/// use fluxrate_core::{Overflow, Quota, RateLimiter};
-/// let _ = RateLimiter::builder(Quota::per_second(1)).overflow(Overflow::Shared).build();
+/// use fluxrate_core::{OverflowPolicy, Quota, RateLimiter};
+/// let _ = RateLimiter::builder(Quota::per_second(1)).overflow(OverflowPolicy::Shared).build();
 /// ```
 ///
 /// ```compile_fail
@@ -68,11 +68,11 @@ use engine::{dispatch, Attempt, Engine};
 /// The same options after [`keyed`](crate::Builder::keyed) build a keyed limiter:
 ///
 /// ```
-/// use fluxrate_core::{KeyHasher, Overflow, Quota, RateLimiter};
+/// use fluxrate_core::{KeyHasher, OverflowPolicy, Quota, RateLimiter};
 /// let keyed = RateLimiter::builder(Quota::per_second(1))
 ///     .keyed::<u64>()
 ///     .max_keys(10)
-///     .overflow(Overflow::Shared)
+///     .overflow(OverflowPolicy::Shared)
 ///     .per_key_stats(true)
 ///     .hasher(KeyHasher::new())
 ///     .build()
@@ -87,15 +87,39 @@ pub struct NotKeyed(());
 /// * `K` is the key type, or [`NotKeyed`] for one limit shared by all callers.
 /// * `C` is the [`Clock`]: [`MonotonicClock`] by default, [`ManualClock`](crate::ManualClock) in
 ///   tests, [`CachedClock`](crate::CachedClock) when every nanosecond counts.
-/// * `S` is the hasher of the keyed store.
+/// * `H` is the hasher of the keyed store.
 ///
 /// Every check reads the clock once (outside any lock) and runs one CAS loop on the key's
 /// atomic state; a keyed check also takes the shard read guard of its key. A refused request
 /// changes nothing. The limiter is `Send + Sync`; share it by reference or in an `Arc`.
 ///
-/// Three ways to use it, as in the Python original: [`allow`](Self::allow) /
-/// [`check`](Self::check) (manual guard), [`acquire`](Self::acquire) (block until admitted, with
-/// a timeout), and the `#[rate_limit]` attribute of the `fluxrate` crate.
+/// Three ways to use it: [`allow`](Self::allow) / [`check`](Self::check) (manual guard),
+/// [`blocking_acquire`](Self::blocking_acquire) (block the thread until admitted, with a
+/// timeout; the `fluxrate` crate adds `acquire(..).await` for tokio), and the `#[rate_limit]`
+/// attribute of the `fluxrate` crate.
+///
+/// # Naming
+///
+/// `verb[_key][_n]`: `_key` takes a key (keyed limiters only), `_n` a weight. `allow*` answers
+/// yes or no, `check*` admits or says when to retry, `reserve*` admits now or at a later slot
+/// without waiting, `peek*` looks, `cancel*` gives back. A method that sleeps the thread says so
+/// with `blocking_` (`blocking_acquire*` with a timeout, `blocking_wait*` without); the plain
+/// `acquire*` / `wait*` are the async ones (`fluxrate::AcquireAsync`).
+///
+/// # Memory ordering
+///
+/// What you may rely on: decisions on one key (or on a direct limiter) are linearizable. Each
+/// takes effect at one instant between its call and its return, every thread sees them in that
+/// one order, and no interleaving admits more than a single thread calling one at a time would
+/// (with the same clock readings). A refusal writes nothing.
+///
+/// Precisely: a key's state is one atomic word (the sliding log: one per slot) that an
+/// admission changes only by a successful compare-and-swap with `AcqRel` ordering (`reset` is a
+/// `Release` store), and that every decision reads with `Acquire`, so an admission
+/// happens-before every decision that sees its effect; a refusal is an `Acquire` load. Two keys are independent: nothing orders decisions on different keys. The two
+/// protocols that span more than one location (the sliding window counter's `latest` window
+/// and the keyed store's sweep floor) are documented on
+/// [`SlidingWindowCounter`](crate::SlidingWindowCounter) and in `ARCHITECTURE.md`.
 ///
 /// # Examples
 ///
@@ -123,17 +147,17 @@ pub struct NotKeyed(());
 /// clock.advance(Duration::from_secs(60));
 /// assert!(per_user.allow_key("alice"));
 /// ```
-pub struct RateLimiter<K = NotKeyed, C = MonotonicClock, S = KeyHasher> {
-    engine: Engine<K, S>,
+pub struct RateLimiter<K = NotKeyed, C = MonotonicClock, H = KeyHasher> {
+    engine: Engine<K, H>,
     clock: C,
     /// Limiter-wide counters; `None` when built with `.stats(false)`.
     counters: Option<Counters>,
     quota: Quota,
     algorithm: Algorithm,
-    overflow: Overflow,
+    overflow: OverflowPolicy,
 }
 
-impl<K, C, S> fmt::Debug for RateLimiter<K, C, S> {
+impl<K, C, H> fmt::Debug for RateLimiter<K, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimiter")
             .field("quota", &self.quota)
@@ -142,7 +166,7 @@ impl<K, C, S> fmt::Debug for RateLimiter<K, C, S> {
     }
 }
 
-impl<K, C: Clock, S> RateLimiter<K, C, S> {
+impl<K, C: Clock, H> RateLimiter<K, C, H> {
     /// The quota the limiter was built with.
     pub fn quota(&self) -> Quota {
         self.quota

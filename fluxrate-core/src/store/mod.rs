@@ -65,7 +65,8 @@ impl BuildHasher for KeyHasher {
 /// In both cases no live key is ever evicted to make room: evicting a key whose state is not
 /// fresh would hand it a new burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Overflow {
+#[non_exhaustive]
+pub enum OverflowPolicy {
     /// Refuse requests of new keys until some key goes idle; `retry_after` says when. The
     /// default.
     #[default]

@@ -10,7 +10,7 @@ use crate::sync::{AtomicU64, Ordering};
 ///
 /// Encoding the window index `k` and the count as one number that only grows makes the window
 /// monotone: a reader whose clock is in an older window sees `v` beyond its own window's range
-/// and is denied; it can never reset the counter of a newer window (TESTING.md F4). The encoding
+/// and is denied; it can never reset the counter of a newer window. The encoding
 /// needs no bit split and never wraps, because `k·L ≤ t` whenever `L ≤ period` in ns, which the
 /// quota guarantees.
 ///

@@ -13,7 +13,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use super::refs::{RefDecision, Vsa};
-use fluxrate_core::{Clock, Denied, ManualClock, Overflow, Quota, RateLimiter};
+use fluxrate_core::{Clock, Denied, ManualClock, OverflowPolicy, Quota, RateLimiter};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
@@ -46,13 +46,13 @@ pub enum Expect {
     Limited(u128),
     /// The weight can never pass.
     Never,
-    /// Refused for lack of room (`Overflow::Reject`): no key can go idle before this time.
+    /// Refused for lack of room (`OverflowPolicy::Reject`): no key can go idle before this time.
     Full(u128),
 }
 
 pub struct StoreModel {
     max_keys: usize,
-    overflow: Overflow,
+    overflow: OverflowPolicy,
     t: u64,
     burst: u64,
     cells: HashMap<u32, Vsa>,
@@ -64,7 +64,7 @@ pub struct StoreModel {
 }
 
 impl StoreModel {
-    pub fn new(max_keys: usize, overflow: Overflow, t: u64, burst: u64) -> Self {
+    pub fn new(max_keys: usize, overflow: OverflowPolicy, t: u64, burst: u64) -> Self {
         Self {
             max_keys,
             overflow,
@@ -152,8 +152,9 @@ impl StoreModel {
             self.cells.remove(&key);
             if self.live >= self.max_keys {
                 return match self.overflow {
-                    Overflow::Reject => (Expect::Full(self.next_idle(now)), false),
-                    Overflow::Shared => (step(&mut self.shared, now, n), false),
+                    OverflowPolicy::Reject => (Expect::Full(self.next_idle(now)), false),
+                    OverflowPolicy::Shared => (step(&mut self.shared, now, n), false),
+                    other => panic!("the model does not know {other:?}"),
                 };
             }
         }
@@ -217,7 +218,7 @@ fn step(cell: &mut Vsa, now: u64, n: u64) -> Expect {
 /// `Err` describes the first disagreement.
 pub fn run_history(
     max_keys: usize,
-    overflow: Overflow,
+    overflow: OverflowPolicy,
     per_key_stats: bool,
     calls: u64,
     period_ns: u64,

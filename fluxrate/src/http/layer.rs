@@ -4,7 +4,7 @@ use super::decide::{Backend, Limit};
 use super::headers::{validate_name, Policy};
 use super::key::{KeyExtractor, RequestInfo, RequestKey};
 use super::service::RateLimit;
-use crate::{Algorithm, Clock, ConfigError, Overflow, Quota, RateLimiter};
+use crate::{Algorithm, Clock, ConfigError, OverflowPolicy, Quota, RateLimiter};
 use ::http::StatusCode;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -35,7 +35,7 @@ pub(super) struct Config {
     pub(super) unit: Option<Arc<str>>,
     pub(super) max_delay: Option<Duration>,
     pub(super) max_keys: usize,
-    pub(super) overflow: Overflow,
+    pub(super) overflow: OverflowPolicy,
 }
 
 /// A tower [`Layer`](tower_layer::Layer) that rate-limits HTTP requests.
@@ -102,7 +102,7 @@ impl RateLimitLayer {
                 unit: None,
                 max_delay: None,
                 max_keys: DEFAULT_MAX_KEYS,
-                overflow: Overflow::Reject,
+                overflow: OverflowPolicy::Reject,
             }),
         }
     }
@@ -121,7 +121,7 @@ impl RateLimitLayer {
     /// admissions are cancelled ([`RateLimiter::cancel_key`]): they are given back unless
     /// another request was admitted by that limit in between, in which case the refused
     /// request stays counted there (it never lets more through; it may count a refused request),
-    /// or unless a full store's shared overflow cell (`Overflow::Shared`) admitted it, which
+    /// or unless a full store's shared overflow cell (`OverflowPolicy::Shared`) admitted it, which
     /// is not given back.
     ///
     /// # Memory
@@ -133,8 +133,8 @@ impl RateLimitLayer {
     /// after its last request). Someone rotating keys (fresh IPv6
     /// addresses beyond the /64 grouping, random header values) fills the store up to
     /// `max_keys` and no further: when every held key is still live, a new key is refused
-    /// (`Overflow::Reject`, with a `Retry-After` saying when a slot frees) or shares one extra
-    /// cell (`Overflow::Shared`). A limit keyed by an unauthenticated header limits nothing
+    /// (`OverflowPolicy::Reject`, with a `Retry-After` saying when a slot frees) or shares one extra
+    /// cell (`OverflowPolicy::Shared`). A limit keyed by an unauthenticated header limits nothing
     /// against such a client: put an IP limit before it. Someone who keeps `max_keys` keys
     /// live locks new clients out of the limit until slots free: size `max_keys` for the
     /// legitimate population.
@@ -227,6 +227,7 @@ impl RateLimitLayer {
     ///
     /// [`ConfigError::InvalidName`] / [`ConfigError::DuplicateName`].
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_limit(
         mut self,
         name: &str,
@@ -255,8 +256,8 @@ impl RateLimitLayer {
     }
 
     /// What limits added by [`limit`](Self::limit) after this call do with a new key when they
-    /// hold `max_keys` live keys (default [`Overflow::Reject`]).
-    pub fn overflow(mut self, overflow: Overflow) -> Self {
+    /// hold `max_keys` live keys (default [`OverflowPolicy::Reject`]).
+    pub fn overflow(mut self, overflow: OverflowPolicy) -> Self {
         self.config_mut().overflow = overflow;
         self
     }

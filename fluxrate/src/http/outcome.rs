@@ -113,7 +113,7 @@ impl Limit {
         };
         if self.own_cell_admits(&s, n, max_delay) {
             // The key's own cell would have admitted it: the store refused (full of live keys,
-            // `Overflow::Reject`: nothing for this key before `retry_after`, when a slot may
+            // `OverflowPolicy::Reject`: nothing for this key before `retry_after`, when a slot may
             // free), or the shared overflow cell did.
             return unit;
         }

@@ -75,6 +75,7 @@ by_display!(
 );
 
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 impl RedisKey for crate::http::RequestKey {
     /// `g` (global), `i` + the address, `t` + the text, `u` (unknown): distinct variants never
     /// share a limit.

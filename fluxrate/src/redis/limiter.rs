@@ -37,7 +37,19 @@ pub(super) struct Inner {
 /// `prefix:{k}:id:alg` (the hash tag `{k}` keeps every limit of one subject on one Redis
 /// Cluster slot, so [`check_all`](Self::check_all) can decide them together).
 ///
-/// Clones share everything.
+/// Clones share everything. Every verb is async (each is one round trip); the naming follows
+/// the in-process [`RateLimiter`](crate::RateLimiter)'s (`verb_key[_n]`), and there is no
+/// blocking form.
+///
+/// # Cancel safety
+///
+/// A decision is one script call. Dropping its future before the call is sent changes
+/// nothing; dropping it after the call was sent, before the reply, leaves it unknown whether
+/// Redis counted the request (as a timeout does: the call is never sent again). So an admission
+/// may be counted that the caller never saw, never the reverse: dropping errs towards refusing
+/// later requests, never towards admitting more than the limit. The waits
+/// ([`acquire_key`](Self::acquire_key), [`acquire_key_n`](Self::acquire_key_n)) keep a
+/// reservation they are sleeping on when dropped (see there).
 ///
 /// ```no_run
 /// use fluxrate::redis::{FailurePolicy, RedisBackend, RedisRateLimiter};
@@ -112,11 +124,21 @@ impl RedisRateLimiter {
     }
 
     /// Admit one request for `key` if the limit allows it now (or the failure policy does).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the request may have been counted: see
+    /// [Cancel safety](Self#cancel-safety).
+    #[must_use]
     pub async fn allow_key<K: RedisKey + ?Sized>(&self, key: &K) -> bool {
         self.check_key(key).await.is_ok()
     }
 
     /// How long until one more request for `key` would be admitted (zero if now).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn retry_after_key<K: RedisKey + ?Sized>(
         &self,
         key: &K,
@@ -125,11 +147,21 @@ impl RedisRateLimiter {
     }
 
     /// Admit one request for `key` if the limit allows it now.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the request may have been counted: see
+    /// [Cancel safety](Self#cancel-safety).
     pub async fn check_key<K: RedisKey + ?Sized>(&self, key: &K) -> Result<Admitted, RedisDenied> {
         self.decide_key_n(key, 1).await.result
     }
 
     /// Admit a request of weight `n` (all or nothing); `n = 0` only looks.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the request may have been counted: see
+    /// [Cancel safety](Self#cancel-safety).
     pub async fn check_key_n<K: RedisKey + ?Sized>(
         &self,
         key: &K,
@@ -139,12 +171,21 @@ impl RedisRateLimiter {
     }
 
     /// [`check_key_n`](Self::check_key_n), saying who decided (Redis, or the failure policy).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the request may have been counted: see
+    /// [Cancel safety](Self#cancel-safety).
     pub async fn decide_key_n<K: RedisKey + ?Sized>(&self, key: &K, n: u64) -> Decision {
         let max_wait = self.inner.params.algorithm.check_wait();
         self.decide(key, n, max_wait, Mode::Decide).await
     }
 
     /// Decide as [`check_key_n`](Self::check_key_n) would, without counting anything.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn dry_run_key_n<K: RedisKey + ?Sized>(&self, key: &K, n: u64) -> Decision {
         let max_wait = self.inner.params.algorithm.check_wait();
         self.decide(key, n, max_wait, Mode::DryRun).await
@@ -152,6 +193,11 @@ impl RedisRateLimiter {
 
     /// Reserve `n` for `key` if that means waiting at most `max_wait` (token and leaky bucket:
     /// the admission says how long to wait in [`Admitted::delay`]; the others admit only now).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the request may have been counted: see
+    /// [Cancel safety](Self#cancel-safety).
     pub async fn reserve_key_n<K: RedisKey + ?Sized>(
         &self,
         key: &K,
@@ -165,6 +211,11 @@ impl RedisRateLimiter {
 
     /// [`reserve_key_n`](Self::reserve_key_n), saying who decided (Redis, or the failure
     /// policy; a `FailLocal` fallback queues without the `max_wait` cap).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the request may have been counted: see
+    /// [Cancel safety](Self#cancel-safety).
     pub async fn decide_reserve_key_n<K: RedisKey + ?Sized>(
         &self,
         key: &K,
@@ -175,14 +226,32 @@ impl RedisRateLimiter {
             .await
     }
 
-    /// Wait (asynchronously) until `n` is admitted for `key`, or fail at once with
+    /// Wait (asynchronously) until one request is admitted for `key`, or fail at once with
     /// [`RedisDenied::Timeout`], consuming nothing, if that would take longer than `timeout`.
     /// The token and leaky bucket reserve a place and sleep once; the window algorithms sleep
-    /// until their retry time and try again. A future dropped while it sleeps keeps its
-    /// reservation (giving it back would take a round trip from a destructor); where that
-    /// matters, use [`reserve_key_n`](Self::reserve_key_n), sleep for its
-    /// [`delay`](Admitted::delay), and [`cancel_key`](Self::cancel_key) if the wait is
-    /// abandoned.
+    /// until their retry time and try again.
+    ///
+    /// # Cancel safety
+    ///
+    /// A future dropped while it sleeps on a reservation keeps it (giving it back would take a
+    /// round trip from a destructor); where that matters, use
+    /// [`reserve_key_n`](Self::reserve_key_n), sleep for its [`delay`](Admitted::delay), and
+    /// [`cancel_key`](Self::cancel_key) if the wait is abandoned. Dropped during a call, the
+    /// request may have been counted ([Cancel safety](Self#cancel-safety)); dropped while it
+    /// sleeps on a refusal, it holds nothing.
+    pub async fn acquire_key<K: RedisKey + ?Sized>(
+        &self,
+        key: &K,
+        timeout: Duration,
+    ) -> Result<Admitted, RedisDenied> {
+        self.acquire_key_n(key, 1, timeout).await
+    }
+
+    /// [`acquire_key`](Self::acquire_key) for a weight `n`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`acquire_key`](Self::acquire_key)'s.
     pub async fn acquire_key_n<K: RedisKey + ?Sized>(
         &self,
         key: &K,
@@ -215,12 +284,20 @@ impl RedisRateLimiter {
     }
 
     /// The state of `key` now: remaining calls, and when one more would be admitted.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn peek_key<K: RedisKey + ?Sized>(&self, key: &K) -> Result<Snapshot, RedisDenied> {
         let reply = self.plain(key, Mode::Snapshot, 0, 0).await?;
         Ok(reply.only().snapshot(reply.now, self.inner.params.cap))
     }
 
     /// Forget `key`'s state (a fresh limit).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the change may or may not have been made.
     pub async fn reset_key<K: RedisKey + ?Sized>(&self, key: &K) -> Result<(), RedisDenied> {
         self.plain(key, Mode::Reset, 0, 0).await.map(|_| ())
     }
@@ -235,6 +312,10 @@ impl RedisRateLimiter {
     /// [`cancel_decision`](Self::cancel_decision) instead, which handles both.
     ///
     /// [`FailurePolicy::FailLocal`]: super::FailurePolicy::FailLocal
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the change may or may not have been made.
     pub async fn cancel_key<K: RedisKey + ?Sized>(
         &self,
         key: &K,
@@ -259,6 +340,10 @@ impl RedisRateLimiter {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the change may or may not have been made.
     pub async fn cancel_decision<K: RedisKey + ?Sized>(
         &self,
         key: &K,

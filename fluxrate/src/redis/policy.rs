@@ -3,7 +3,7 @@
 use super::decision::{DecidedBy, Decision};
 use super::error::{RedisConfigError, RedisDenied, Unavailable};
 use super::stats::{bump, Counters};
-use crate::{Admitted, Algorithm, Denied, Overflow, Quota, RateLimiter};
+use crate::{Admitted, Algorithm, Denied, OverflowPolicy, Quota, RateLimiter};
 
 /// What a limiter does when Redis cannot decide (down, too slow, breaker open).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,6 +123,6 @@ fn local(
         .algorithm(algorithm)
         .keyed::<Vec<u8>>()
         .max_keys(100_000)
-        .overflow(Overflow::Shared)
+        .overflow(OverflowPolicy::Shared)
         .build()?)
 }
