@@ -10,7 +10,7 @@ use super::policy::Policy;
 use super::script::{Args, MaxWait, Mode, Params, Reply};
 use super::stats::{bump, Counters, RedisStats};
 use super::time::TimeSource;
-use crate::{Admitted, Algorithm, Quota, Snapshot, TimeoutExceeded};
+use crate::{Admitted, Algorithm, Quota, Snapshot};
 use core::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,6 +191,21 @@ impl RedisRateLimiter {
         self.decide(key, n, max_wait, Mode::DryRun).await
     }
 
+    /// Reserve one request for `key` if that means waiting at most `max_wait`:
+    /// [`reserve_key_n`](Self::reserve_key_n) for a unit request.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after its call was sent, the request may have been counted: see
+    /// [Cancel safety](Self#cancel-safety).
+    pub async fn reserve_key<K: RedisKey + ?Sized>(
+        &self,
+        key: &K,
+        max_wait: Duration,
+    ) -> Result<Admitted, RedisDenied> {
+        self.reserve_key_n(key, 1, max_wait).await
+    }
+
     /// Reserve `n` for `key` if that means waiting at most `max_wait` (token and leaky bucket:
     /// the admission says how long to wait in [`Admitted::delay`]; the others admit only now).
     ///
@@ -224,63 +239,6 @@ impl RedisRateLimiter {
     ) -> Decision {
         self.decide(key, n, MaxWait::up_to(max_wait), Mode::Decide)
             .await
-    }
-
-    /// Wait (asynchronously) until one request is admitted for `key`, or fail at once with
-    /// [`RedisDenied::Timeout`], consuming nothing, if that would take longer than `timeout`.
-    /// The token and leaky bucket reserve a place and sleep once; the window algorithms sleep
-    /// until their retry time and try again.
-    ///
-    /// # Cancel safety
-    ///
-    /// A future dropped while it sleeps on a reservation keeps it (giving it back would take a
-    /// round trip from a destructor); where that matters, use
-    /// [`reserve_key_n`](Self::reserve_key_n), sleep for its [`delay`](Admitted::delay), and
-    /// [`cancel_key`](Self::cancel_key) if the wait is abandoned. Dropped during a call, the
-    /// request may have been counted ([Cancel safety](Self#cancel-safety)); dropped while it
-    /// sleeps on a refusal, it holds nothing.
-    pub async fn acquire_key<K: RedisKey + ?Sized>(
-        &self,
-        key: &K,
-        timeout: Duration,
-    ) -> Result<Admitted, RedisDenied> {
-        self.acquire_key_n(key, 1, timeout).await
-    }
-
-    /// [`acquire_key`](Self::acquire_key) for a weight `n`.
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`acquire_key`](Self::acquire_key)'s.
-    pub async fn acquire_key_n<K: RedisKey + ?Sized>(
-        &self,
-        key: &K,
-        n: u64,
-        timeout: Duration,
-    ) -> Result<Admitted, RedisDenied> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.reserve_key_n(key, n, left).await {
-                Ok(a) => {
-                    if !a.delay().is_zero() {
-                        tokio::time::sleep(a.delay()).await;
-                    }
-                    return Ok(a);
-                }
-                Err(RedisDenied::Limited(l)) => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    if l.retry_after() > left {
-                        return Err(RedisDenied::Timeout(TimeoutExceeded::new(
-                            timeout,
-                            l.retry_after(),
-                        )));
-                    }
-                    tokio::time::sleep(l.retry_after().max(Duration::from_micros(1))).await;
-                }
-                Err(other) => return Err(other),
-            }
-        }
     }
 
     /// The state of `key` now: remaining calls, and when one more would be admitted.

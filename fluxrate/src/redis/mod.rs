@@ -20,6 +20,7 @@ mod limiter;
 mod policy;
 mod stats;
 mod time;
+mod wait;
 // The protocol of `decide.lua` and the key names it is given.
 mod key;
 pub(crate) mod script;
