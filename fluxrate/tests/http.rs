@@ -451,3 +451,14 @@ async fn axum_dry_run_and_all_or_nothing() {
     );
     server.abort();
 }
+
+#[test]
+fn the_service_gives_access_to_its_inner_service() {
+    let mut svc = RateLimitLayer::new()
+        .limit("all", Quota::per_second(1), Global)
+        .unwrap()
+        .layer(7_u32);
+    assert_eq!(*svc.get_ref(), 7);
+    *svc.get_mut() += 1;
+    assert_eq!(svc.into_inner(), 8);
+}

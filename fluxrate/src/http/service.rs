@@ -15,10 +15,31 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The middleware service; built by [`RateLimitLayer`](super::RateLimitLayer).
+///
+/// Unlike `tower::limit::RateLimit` (same name, other semantics), it never applies
+/// backpressure: `poll_ready` is the inner service's, and a request over a limit is answered
+/// at once (429, or the layer's other statuses) with the draft-11 fields, per key.
 #[derive(Clone)]
 pub struct RateLimit<S> {
     pub(super) inner: S,
     pub(super) config: Arc<Config>,
+}
+
+impl<S> RateLimit<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the limits.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
