@@ -69,11 +69,21 @@ impl fmt::Debug for RedisBackend {
 impl RedisBackend {
     /// Connect to a standalone server (`redis://host:port/db`), now: fails if it cannot be
     /// reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the connection being made; nothing is sent but
+    /// the handshake.
     pub async fn connect(url: &str) -> Result<Self, RedisError> {
         Self::connect_with(url, BackendOptions::default()).await
     }
 
     /// [`connect`](Self::connect) with options.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the connection being made; nothing is sent but
+    /// the handshake.
     pub async fn connect_with(url: &str, options: BackendOptions) -> Result<Self, RedisError> {
         let client = redis::Client::open(url)?;
         let conn =
@@ -102,6 +112,11 @@ impl RedisBackend {
     /// [`MAX_REDIRECTS`](super::MAX_REDIRECTS) times within the limiter's time budget; a `TRYAGAIN` reply (the
     /// decision's keys split between two nodes mid-migration) is waited out within the budget.
     /// A `MOVED` reply also makes the client refresh its slot map for later calls.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the connection being made; nothing is sent but
+    /// the handshake.
     pub async fn cluster<I, S>(nodes: I, options: BackendOptions) -> Result<Self, RedisError>
     where
         I: IntoIterator<Item = S>,
