@@ -249,9 +249,8 @@ impl TokenBucket {
         self.g.b
     }
 
-    /// The token bucket's departure rule: `d = max(now, TAT + n·T − b·T)`, without overflow.
-    /// The earliest departure of `n` after a TAT: `max(TAT + n·T − b·T, now)`. It is evaluated
-    /// only for `n ≤ b`, where `b·T − n·T` does not underflow and `TAT − (b·T − n·T)` fits in
+    /// The token bucket's departure rule, the earliest departure of `n` after a TAT:
+    /// `d = max(now, TAT + n·T − b·T)`. It is evaluated only for `n ≤ b`, where `b·T − n·T` does not underflow and `TAT − (b·T − n·T)` fits in
     /// 64 bits, so no wider arithmetic is needed.
     #[inline]
     fn depart(&self, now: u64, n: u64) -> impl Fn(u64) -> Result<u64, u64> {
@@ -326,7 +325,7 @@ impl RateAlgorithm for TokenBucket {
 /// request per emission interval `T = ceil(period / calls)`.
 ///
 /// An admitted request is given the delay until its departure slot, `max(TAT, now) − now`;
-/// honouring it (as [`RateLimiter::acquire`](crate::RateLimiter::blocking_acquire) does) makes the
+/// honouring it (as [`RateLimiter::blocking_acquire`](crate::RateLimiter::blocking_acquire) does) makes the
 /// output exactly one request per `T`. A request that would overfill the queue is refused with
 /// the time until there is room. `capacity` is the quota's burst (defaults to `calls`).
 ///

@@ -91,6 +91,31 @@ pub(crate) enum Lookup<R> {
     Full { until: u64 },
 }
 
+/// The per-key cells of a keyed limiter, with a bound on live keys and the sweep that drops
+/// idle cells.
+///
+/// # Memory ordering
+///
+/// Two locations must agree: a key's cell in `map` and the `swept_at` floor. A sweep (or an
+/// eviction) at time `s` drops only cells idle at `s`, i.e. cells whose state is a fresh one
+/// *from `s` on*. A reader whose clock read `t < s` (it was descheduled between reading the
+/// clock and deciding) and that finds the key missing would create a fresh cell and decide at
+/// `t`, where the dropped cell would not have been fresh: a new burst. So decisions are made at
+/// `max(now, swept_at)`, and the protocol is:
+///
+/// * the sweeper raises `swept_at` to `s` (`fetch_max`, `AcqRel`) *before* it takes the write
+///   lock of any shard it drops cells from;
+/// * a reader loads `swept_at` (`Acquire`) *while it holds the key's shard guard* (read or
+///   write), after its lookup.
+///
+/// The shard's lock orders the two: if the reader's guard comes after the sweeper released
+/// the shard, the sweeper's `fetch_max` happens-before the reader's load, which therefore sees
+/// at least `s` (and decides on the fresh cell at `s` or later, where fresh is right); if it
+/// comes before, the reader still finds the old cell and deciding on it at `t` is right. The
+/// floor only moves forward and only raises decision times, so it can refuse more, never
+/// admit more. The counters (`len`, `sweeps`, `evicted`) and the room's bounds are `Relaxed`
+/// or lock-protected bookkeeping: they bound memory and date a store-full refusal, and never
+/// decide what a cell admits.
 pub(crate) struct KeyedStore<K, V, S> {
     map: DashMap<K, V, S>,
     counters: Option<DashMap<K, KeyCounters, S>>,

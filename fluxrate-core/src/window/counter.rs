@@ -6,6 +6,10 @@ use crate::error::ConfigError;
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
 
+mod estimate;
+
+use estimate::View;
+
 /// The largest `calls` the sliding window counter accepts (24-bit counts).
 pub const MAX_COUNTER_CALLS: u64 = (1 << 24) - 1;
 
@@ -19,11 +23,16 @@ pub const MAX_COUNTER_CALLS: u64 = (1 << 24) - 1;
 ///
 /// # Memory ordering
 ///
-/// The packed word is updated by CAS (`AcqRel` on success, `Acquire` loads). `latest` is
-/// raised (`fetch_max`, `AcqRel`) by the first reader of a window *before* its CAS publishes
-/// that window, and read (`Acquire`) *after* the packed word was loaded: a reader that sees a
-/// window in the word therefore sees `latest` at least that window, and a reader whose clock is
-/// more than two windows behind it is refused instead of misreading the modular index.
+/// Two locations, one protocol. The packed word is updated by CAS (`AcqRel` on success,
+/// `Acquire` loads). `latest` is raised (`fetch_max`, `AcqRel`) by the first reader of a window
+/// *before* its CAS publishes that window in the word, and read (`Acquire`) *after* the word
+/// was loaded. If a reader's load of the word sees a value written by a CAS that published
+/// window `k` (or any later CAS: successful CASes on one word form a release sequence), that
+/// CAS's `Release` synchronizes with the load, so the `fetch_max` before it happens-before the
+/// reader's load of `latest`, which by coherence reads at least `k`. So a reader never sees a
+/// window in the word that `latest` does not cover, and one whose clock is more than two
+/// windows behind `latest` is refused instead of misreading the modular index (and can never
+/// write an older window over a newer one: its CAS is never tried).
 #[derive(Debug, Default)]
 pub struct SlidingWindowCounterState {
     v: AtomicU64,
@@ -108,17 +117,6 @@ pub struct SlidingWindowCounter {
     div: Divisor,
 }
 
-/// The state as seen at some time: counts, and the window they belong to.
-#[derive(Debug, Clone, Copy)]
-struct View {
-    prev: u64,
-    curr: u64,
-    /// Absolute index of the window `curr` counts.
-    k: u64,
-    /// Time elapsed in that window (0 when the state's window is ahead of the reader).
-    e: u64,
-}
-
 impl SlidingWindowCounter {
     /// Build from a quota: `calls` per window of `period`.
     pub fn new(quota: &Quota) -> Result<Self, ConfigError> {
@@ -155,73 +153,6 @@ impl SlidingWindowCounter {
         self.w
     }
 
-    #[inline]
-    fn kmask(&self) -> u64 {
-        self.kmask
-    }
-
-    #[inline]
-    fn cmask(&self) -> u64 {
-        self.cmask
-    }
-
-    fn pack(&self, k: u64, prev: u64, curr: u64) -> u64 {
-        ((k & self.kmask()) << (2 * self.cb)) | (prev << self.cb) | curr
-    }
-
-    #[inline]
-    fn view(&self, v: u64, now: u64) -> View {
-        self.view_in(v, self.div.div(now), now)
-    }
-
-    /// [`view`](Self::view) with the reader's window index `k_now = now / W` already known
-    /// (one division per decision).
-    #[inline]
-    fn view_in(&self, v: u64, k_now: u64, now: u64) -> View {
-        self.view_at(v, k_now, now - k_now * self.w)
-    }
-
-    /// [`view_in`](Self::view_in) with the time into the reader's window, `e`, known too.
-    #[inline]
-    fn view_at(&self, v: u64, k_now: u64, e: u64) -> View {
-        let ks = v >> (2 * self.cb);
-        let prev = (v >> self.cb) & self.cmask();
-        let curr = v & self.cmask();
-        let fresh = View {
-            prev: 0,
-            curr: 0,
-            k: k_now,
-            e,
-        };
-        if prev == 0 && curr == 0 {
-            return fresh;
-        }
-        let d = (k_now & self.kmask()).wrapping_sub(ks) & self.kmask();
-        match d {
-            0 => View {
-                prev,
-                curr,
-                k: k_now,
-                e,
-            },
-            1 => View {
-                prev: curr,
-                curr: 0,
-                k: k_now,
-                e,
-            },
-            // The state is one or two windows ahead of this reader (its clock is stale): judge
-            // it at the start of the state's window, which only refuses more.
-            d if d >= self.kmask() - 1 => View {
-                prev,
-                curr,
-                k: k_now.saturating_add(self.kmask() - d + 1),
-                e: 0,
-            },
-            _ => fresh,
-        }
-    }
-
     /// Refusal for a reader more than two windows behind the latest window seen (its clock
     /// reading is stale): wait until its clock reaches that window. `None` if not stale.
     /// Also raises `latest` when this reader is the first in a new window. Must run after the
@@ -248,51 +179,6 @@ impl SlidingWindowCounter {
         }
     }
 
-    /// Whether `n` more fit: `prev·(W − e) + (curr + n)·W ≤ L·W`.
-    #[inline]
-    fn fits(&self, v: &View, n: u64) -> bool {
-        if self.narrow {
-            let w = self.w;
-            return v.prev * (w - v.e) + (v.curr + n) * w <= self.lw;
-        }
-        self.fits_wide(v, n)
-    }
-
-    /// [`fits`](Self::fits) in 128-bit arithmetic, for any limit and window.
-    #[inline]
-    fn fits_wide(&self, v: &View, n: u64) -> bool {
-        let w = u128::from(self.w);
-        u128::from(v.prev) * (w - u128::from(v.e)) + u128::from(v.curr + n) * w
-            <= u128::from(self.limit) * w
-    }
-
-    /// Largest unit count admissible now.
-    fn remaining(&self, v: &View) -> u64 {
-        let w = u128::from(self.w);
-        // Saturating: a state restored from a raw value may hold counts above the limit.
-        let room =
-            (u128::from(self.limit) * w).saturating_sub(u128::from(v.prev) * (w - u128::from(v.e)));
-        sat(room / w).saturating_sub(v.curr)
-    }
-
-    /// Absolute time at which `n` (≤ L) will fit, given a view where it does not.
-    fn fits_at(&self, v: &View, n: u64) -> u128 {
-        let w = u128::from(self.w);
-        let l = u128::from(self.limit);
-        let start = start_of(v.k, self.w);
-        let (curr, n) = (u128::from(v.curr), u128::from(n));
-        if curr + n <= l {
-            // Later in this window, once the previous window's weight has decayed enough.
-            let r = l - curr - n;
-            start + w - (r * w / u128::from(v.prev.max(1)))
-        } else {
-            // In the next window, where `curr` becomes the previous count.
-            let r = l - n;
-            start + w + w - (r * w / curr)
-        }
-    }
-
-    /// The decision; with `META = false` (`allow`) the metadata that costs divisions is skipped.
     /// `allow`: the decision of `decide::<false>`, without metadata. The reader's window comes
     /// from `latest` when `now` falls in it (a multiplication instead of a division), and the
     /// stale-reader guard runs on every attempt, after the state word was loaded, as in
@@ -330,6 +216,8 @@ impl SlidingWindowCounter {
         }
     }
 
+    /// The decision; with `META = false` the metadata that costs divisions (retry-after,
+    /// remaining, reset) is skipped.
     #[inline]
     fn decide<const META: bool>(
         &self,
@@ -383,18 +271,6 @@ impl SlidingWindowCounter {
                 }
                 Err(actual) => v = actual,
             }
-        }
-    }
-
-    fn reset_at(&self, v: &View) -> u128 {
-        let start = start_of(v.k, self.w);
-        let w = u128::from(self.w);
-        if v.curr > 0 {
-            start + 2 * w
-        } else if v.prev > 0 {
-            start + w
-        } else {
-            0
         }
     }
 }
@@ -476,41 +352,5 @@ impl RateAlgorithm for SlidingWindowCounter {
 
     fn idle_at(&self, state: &SlidingWindowCounterState, now: u64) -> u64 {
         sat(self.reset_at(&self.view(state.v.load(Ordering::Acquire), now)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    /// The 64-bit estimate equals the 128-bit one wherever it is used (`5·L·W` fits), at the
-    /// largest windows that still qualify and with every count the state word can hold.
-    #[test]
-    fn narrow_fits_agrees_with_wide() {
-        let mut next = crate::window::xorshift(0x2545_F491_4F6C_DD1D);
-        for (limit, w) in [
-            (1u64, 1u64),
-            (7, 1000),
-            (1000, 1 << 40),
-            ((1 << 24) - 1, (1 << 36) - 1),
-        ] {
-            let c = SlidingWindowCounter::new(&Quota::new(limit, Duration::from_nanos(w))).unwrap();
-            assert!(c.narrow, "{limit} × {w}");
-            for _ in 0..20_000 {
-                let v = View {
-                    prev: next() % (c.cmask + 1),
-                    curr: next() % (c.cmask + 1),
-                    k: 0,
-                    e: next() % w,
-                };
-                let n = next() % (limit + 1);
-                assert_eq!(c.fits(&v, n), c.fits_wide(&v, n), "{v:?} n={n}");
-            }
-        }
-        let wide =
-            SlidingWindowCounter::new(&Quota::new(1 << 20, Duration::from_secs(86_400 * 365)))
-                .unwrap();
-        assert!(!wide.narrow);
     }
 }

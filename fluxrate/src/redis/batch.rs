@@ -23,6 +23,14 @@ impl RedisRateLimiter {
     /// (it stays charged locally), and a warm charge of the fallback is not given back. Decide
     /// limits one by one with [`decide_key_n`](Self::decide_key_n) where admissions may be
     /// refunded.
+    ///
+    /// # Cancel safety
+    ///
+    /// One script call decides every limit. Dropped after the call was sent, before the reply,
+    /// the limits may all have been counted (all or nothing holds in Redis: never some of
+    /// them), as for [`check_key_n`](Self::check_key_n); see
+    /// [Cancel safety](Self#cancel-safety). The local fallback, when Redis is unavailable,
+    /// has no await point: it runs to the end once the failed call returns.
     pub async fn check_all<K: RedisKey + ?Sized>(
         key: &K,
         limits: &[(&RedisRateLimiter, u64)],
