@@ -125,6 +125,44 @@ impl FromStr for Algorithm {
     }
 }
 
+/// Which cell of a keyed limiter decided a request: the key's own, the shared overflow cell,
+/// or none because the store was full of live keys.
+///
+/// A direct (unkeyed) limiter's decisions are always [`Own`](Self::Own), and so are a remote
+/// backend's.
+///
+/// ```
+/// use fluxrate_core::{KeyCell, ManualClock, OverflowPolicy, Quota, RateLimiter};
+///
+/// let limiter = RateLimiter::builder(Quota::per_minute(5))
+///     .clock(ManualClock::new())
+///     .keyed::<u64>()
+///     .max_keys(1)
+///     .overflow(OverflowPolicy::Shared)
+///     .build()?;
+/// assert_eq!(limiter.check_key(&1).unwrap().key_cell(), KeyCell::Own);
+/// // The store holds one live key: key 2 is decided by the shared cell.
+/// let shared = limiter.check_key(&2).unwrap();
+/// assert_eq!(shared.key_cell(), KeyCell::Shared);
+/// assert!(limiter.cancel_key(&2, &shared)); // given back to the shared cell
+/// # Ok::<(), fluxrate_core::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum KeyCell {
+    /// The key's own cell.
+    #[default]
+    Own,
+    /// The shared overflow cell ([`OverflowPolicy::Shared`](crate::OverflowPolicy::Shared)):
+    /// the store was full of live keys and the key had no cell of its own. Its numbers are
+    /// the shared cell's, for every key that overflowed.
+    Shared,
+    /// No cell: the store was full of live keys and refused the new key
+    /// ([`OverflowPolicy::Reject`](crate::OverflowPolicy::Reject)). Only refusals say this;
+    /// their `retry_after` is when a held key can go idle, not the key's own limit.
+    StoreFull,
+}
+
 /// An admitted request: what was granted and the state it left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {
@@ -137,6 +175,8 @@ pub struct Admitted {
     pub(crate) weight: u64,
     /// GCRA: the TAT this admission left (what a cancellation compares against); 0 otherwise.
     pub(crate) tat_after: u64,
+    /// Which cell decided (a keyed limiter's own or shared cell).
+    pub(crate) cell: KeyCell,
 }
 
 impl Admitted {
@@ -161,6 +201,7 @@ impl Admitted {
             reset_after,
             weight,
             tat_after,
+            cell: KeyCell::Own,
         }
     }
 
@@ -169,6 +210,12 @@ impl Admitted {
     #[doc(hidden)]
     pub fn tat_after(&self) -> u64 {
         self.tat_after
+    }
+
+    /// Which cell admitted the request: the key's own, or the shared overflow cell of a full
+    /// keyed store. [`cancel_key`](crate::RateLimiter::cancel_key) gives it back to that cell.
+    pub fn key_cell(&self) -> KeyCell {
+        self.cell
     }
 
     /// How long the caller must wait before acting: zero for immediate admission; the queue

@@ -1,6 +1,6 @@
 //! Error types: configuration errors at build time, denials at check time.
 
-use crate::algorithm::Algorithm;
+use crate::algorithm::{Algorithm, KeyCell};
 use core::fmt;
 use std::error::Error;
 use std::time::Duration;
@@ -184,6 +184,8 @@ pub struct RateLimited {
     pub(crate) retry_after: u64,
     pub(crate) limit: u64,
     pub(crate) reset_after: u64,
+    /// Which cell refused (a keyed limiter's own or shared cell, or a full store).
+    pub(crate) cell: KeyCell,
 }
 
 impl RateLimited {
@@ -196,7 +198,15 @@ impl RateLimited {
             retry_after,
             limit,
             reset_after,
+            cell: KeyCell::Own,
         }
+    }
+
+    /// Which cell refused: the key's own, the shared overflow cell of a full keyed store, or
+    /// [`KeyCell::StoreFull`] when a full store had no cell to give the key. Only an
+    /// [`Own`](KeyCell::Own) refusal's numbers are the key's own limit.
+    pub fn key_cell(&self) -> KeyCell {
+        self.cell
     }
 
     /// How long to wait before the same request can succeed (if nothing else consumes first).
@@ -329,6 +339,17 @@ impl Denied {
         match self {
             Self::Limited(l) => l,
             Self::Never(e) => e.unit(),
+        }
+    }
+}
+
+impl Denied {
+    /// The refusal, marked as decided in `cell`.
+    #[inline]
+    pub(crate) fn in_cell(self, cell: KeyCell) -> Self {
+        match self {
+            Self::Limited(l) => Self::Limited(RateLimited { cell, ..l }),
+            never => never,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! when `max(TAT, t) + n·T − t ≤ b·T`, and then `TAT := max(TAT, t) + n·T`. The same condition
 //! read for a queue of capacity `b` is the leaky bucket: the request departs at `max(TAT, t)`.
 
-use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
+use crate::algorithm::{Admitted, KeyCell, RateAlgorithm, Refusal, Snapshot};
 use crate::error::ConfigError;
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
@@ -133,6 +133,7 @@ impl Gcra {
                         reset_after: new_tat - now,
                         weight: n,
                         tat_after: new_tat,
+                        cell: KeyCell::Own,
                     })
                 }
                 Err(actual) => tat = actual,

@@ -42,7 +42,9 @@ mod store;
 pub(crate) mod sync;
 mod window;
 
-pub use algorithm::{Admitted, Algorithm, RateAlgorithm, Refusal, Snapshot, UnknownAlgorithm};
+pub use algorithm::{
+    Admitted, Algorithm, KeyCell, RateAlgorithm, Refusal, Snapshot, UnknownAlgorithm,
+};
 pub use clock::{CachedClock, Clock, ManualClock, MonotonicClock};
 pub use error::{
     AcquireError, ConfigError, Denied, InsufficientCapacity, RateLimited, TimeoutExceeded,

@@ -4,7 +4,9 @@
 mod common;
 
 use common::cases;
-use fluxrate_core::{Algorithm, Clock, KeyHasher, ManualClock, OverflowPolicy, Quota, RateLimiter};
+use fluxrate_core::{
+    Algorithm, Clock, Denied, KeyCell, KeyHasher, ManualClock, OverflowPolicy, Quota, RateLimiter,
+};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -291,6 +293,73 @@ fn overflow_shared_cell_limits_all_new_keys_together() {
     let shared: usize = (3..100u64).filter(|k| limiter.allow_key(k)).count();
     assert_eq!(shared, 3);
     assert_eq!(limiter.len(), 2);
+}
+
+/// An admission by the shared overflow cell is given back to that cell: `cancel_key` used to
+/// look for the key in the store, find nothing and refund nothing (a later limit's refusal in
+/// an all-or-nothing check then left the shared cell charged).
+#[test]
+fn a_shared_cell_admission_is_given_back_to_the_shared_cell() {
+    let _guard = serial();
+    let limiter = RateLimiter::builder(Quota::per_minute(2))
+        .clock(ManualClock::new())
+        .keyed::<u64>()
+        .max_keys(1)
+        .overflow(OverflowPolicy::Shared)
+        .build()
+        .unwrap();
+    assert!(limiter.allow_key(&1));
+    let a = limiter.check_key(&2).unwrap();
+    assert!(
+        limiter.cancel_key(&2, &a),
+        "the shared cell's admission came back"
+    );
+    // Both units of the shared cell are there again, for any new key.
+    assert!(limiter.check_key_n(&3, 2).is_ok());
+    assert!(limiter.check_key(&4).is_err());
+    assert_eq!(limiter.len(), 1);
+}
+
+/// Every keyed answer says which cell decided it: the key's own, the shared cell, or none
+/// (a full store under `Reject`), so that a caller can tell a store-full refusal from the
+/// key's own limit.
+#[test]
+fn keyed_answers_say_which_cell_decided() {
+    let _guard = serial();
+    let build = |overflow| {
+        RateLimiter::builder(Quota::per_minute(1))
+            .clock(ManualClock::new())
+            .keyed::<u64>()
+            .max_keys(1)
+            .overflow(overflow)
+            .build()
+            .unwrap()
+    };
+    let reject = build(OverflowPolicy::Reject);
+    assert_eq!(reject.check_key(&1).unwrap().key_cell(), KeyCell::Own);
+    assert_eq!(reject.check_key(&1).unwrap_err().key_cell(), KeyCell::Own);
+    let full = reject.check_key(&2).unwrap_err();
+    assert_eq!(full.key_cell(), KeyCell::StoreFull);
+    assert!(matches!(
+        reject.check_key_n(&2, 1),
+        Err(Denied::Limited(e)) if e.key_cell() == KeyCell::StoreFull
+    ));
+    let shared = build(OverflowPolicy::Shared);
+    assert!(shared.allow_key(&1));
+    assert_eq!(shared.check_key(&2).unwrap().key_cell(), KeyCell::Shared);
+    assert_eq!(
+        shared.check_key(&3).unwrap_err().key_cell(),
+        KeyCell::Shared
+    );
+    let r = shared.reserve_key(&4, Duration::from_secs(120)).unwrap();
+    assert_eq!(r.key_cell(), KeyCell::Shared);
+    // A direct limiter's answers are its own.
+    let direct = RateLimiter::builder(Quota::per_minute(1))
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    assert_eq!(direct.check().unwrap().key_cell(), KeyCell::Own);
+    assert_eq!(direct.check().unwrap_err().key_cell(), KeyCell::Own);
 }
 
 /// String keys are checked with &str and allocate nothing once the key is known.

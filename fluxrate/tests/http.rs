@@ -252,6 +252,56 @@ async fn several_limits_are_all_or_nothing() {
     );
 }
 
+/// With `OverflowPolicy::Shared`, a new key decided by a full store's shared cell, then refused
+/// by a later limit, is given back to the shared cell: all or nothing holds there too (refused
+/// requests used to drain the shared cell).
+#[tokio::test]
+async fn a_shared_cell_admission_is_given_back_when_a_later_limit_refuses() {
+    let per_user = Arc::new(
+        RateLimiter::builder(Quota::per_hour(2))
+            .keyed::<RequestKey>()
+            .max_keys(1)
+            .overflow(fluxrate::OverflowPolicy::Shared)
+            .build()
+            .unwrap(),
+    );
+    let layer = RateLimitLayer::new()
+        .limiter(
+            "user",
+            per_user.clone(),
+            Header(HeaderName::from_static("x-user")),
+        )
+        .unwrap()
+        .limit("global", Quota::per_hour(1), Global)
+        .unwrap();
+    let svc = layer.layer(ok_service());
+    let as_user = |u: &str| {
+        let mut r = Request::new(());
+        r.headers_mut().insert("x-user", u.parse().unwrap());
+        r
+    };
+    // "a" holds the store's only key and the global quota's one request.
+    assert_eq!(status_of(&svc, as_user("a")).await, StatusCode::OK);
+    for u in ["b", "c", "d"] {
+        // The shared cell admits, the global limit refuses: the shared unit comes back.
+        let r = svc.clone().oneshot(as_user(u)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            r.extensions()
+                .get::<Decision>()
+                .unwrap()
+                .refused_by
+                .as_deref(),
+            Some("global")
+        );
+    }
+    // Both units of the shared cell are still there.
+    let shared = per_user
+        .check_key_n(&RequestKey::Text("e".into()), 2)
+        .unwrap();
+    assert_eq!(shared.key_cell(), fluxrate::KeyCell::Shared);
+}
+
 #[tokio::test]
 async fn exemptions_and_costs() {
     let layer = RateLimitLayer::new()

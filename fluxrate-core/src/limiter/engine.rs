@@ -1,7 +1,7 @@
 //! The engine: each algorithm's parameters beside its cells (the direct cell, padded to cache
 //! lines of its own, and the keyed store), the `dispatch!` over them, and one attempt on a cell.
 
-use crate::algorithm::{Admitted, Algorithm, RateAlgorithm, Refusal};
+use crate::algorithm::{Admitted, Algorithm, KeyCell, RateAlgorithm, Refusal};
 use crate::error::ConfigError;
 use crate::gcra::{GcraState, LeakyBucket, TokenBucket};
 use crate::quota::Quota;
@@ -151,6 +151,7 @@ pub(super) fn decide<A: RateAlgorithm>(alg: &A, state: &A::State, now: u64, n: u
             reset_after: s.reset_after,
             weight: 0,
             tat_after: 0,
+            cell: KeyCell::Own,
         });
     }
     alg.check(state, now, n)

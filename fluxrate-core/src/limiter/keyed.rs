@@ -1,7 +1,7 @@
 //! The keyed API: an independent limit per key, its cell found (or made) in the keyed store,
 //! and the store's overflow policy; the store's housekeeping (`sweep`, `reset_all`, stats).
 
-use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
+use crate::algorithm::{Admitted, KeyCell, RateAlgorithm, Refusal, Snapshot};
 use crate::clock::{nanos_saturating, Clock};
 use crate::error::{AcquireError, Denied, InsufficientCapacity, RateLimited, TimeoutExceeded};
 use crate::stats::KeyStats;
@@ -22,13 +22,17 @@ enum Op {
     Reserve(u64),
 }
 
-/// The answer of a decision on a key: whether it counts as admitted (per-key stats), and what a
-/// store full of live keys answers under [`OverflowPolicy::Reject`].
+/// The answer of a decision on a key: whether it counts as admitted (per-key stats), what a
+/// store full of live keys answers under [`OverflowPolicy::Reject`], and the same answer given
+/// by the shared cell under [`OverflowPolicy::Shared`].
 trait KeyOutcome {
     fn admitted(&self) -> bool;
 
     /// The refusal when no held key can go idle for `wait` ns.
     fn full(wait: u64) -> Self;
+
+    /// This answer, given by the shared overflow cell.
+    fn shared(self) -> Self;
 }
 
 /// `allow_key`'s.
@@ -42,22 +46,42 @@ impl KeyOutcome for bool {
     fn full(_wait: u64) -> Self {
         false
     }
+
+    #[inline]
+    fn shared(self) -> Self {
+        self
+    }
 }
 
+/// An attempt on a key, and the cell that decided it.
+type KeyAttempt = (Attempt, KeyCell);
+
 /// Every other decision's.
-impl KeyOutcome for Attempt {
+impl KeyOutcome for KeyAttempt {
     #[inline]
     fn admitted(&self) -> bool {
-        self.is_ok()
+        self.0.is_ok()
     }
 
     #[inline]
     fn full(wait: u64) -> Self {
-        Err(Refusal::Limited {
+        let refusal = Refusal::Limited {
             retry_after: wait,
             reset_after: wait,
-        })
+        };
+        (Err(refusal), KeyCell::StoreFull)
     }
+
+    #[inline]
+    fn shared(self) -> Self {
+        (self.0, KeyCell::Shared)
+    }
+}
+
+/// The attempt, its admission marked with the cell that made it.
+#[inline]
+fn marked((r, cell): KeyAttempt) -> Attempt {
+    r.map(|a| Admitted { cell, ..a })
 }
 
 /// Keyed use: an independent limit per key.
@@ -141,7 +165,7 @@ where
         let r = dispatch!(&self.engine, |alg, cells| {
             self.key_attempt(alg, cells, key, now, n, Op::Check)
         });
-        self.finish(now, n, r)
+        self.finish_key(now, n, r)
     }
 
     /// One attempt on `key`: a check, or a reservation (`n = 0` only looks, either way).
@@ -154,15 +178,15 @@ where
         now: u64,
         n: u64,
         op: Op,
-    ) -> Attempt
+    ) -> KeyAttempt
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         A: RateAlgorithm,
     {
         let run = |state: &A::State, now: u64| match op {
-            Op::Reserve(max_wait) if n > 0 => alg.reserve(state, now, n, max_wait),
-            _ => decide(alg, state, now, n),
+            Op::Reserve(max_wait) if n > 0 => (alg.reserve(state, now, n, max_wait), KeyCell::Own),
+            _ => (decide(alg, state, now, n), KeyCell::Own),
         };
         self.on_key(alg, cells, key, now, run)
     }
@@ -192,7 +216,7 @@ where
             }
             Lookup::Full { until } => match self.overflow {
                 OverflowPolicy::Reject => R::full(until.saturating_sub(now).max(1)),
-                OverflowPolicy::Shared => run(&cells.direct, now),
+                OverflowPolicy::Shared => run(&cells.direct, now).shared(),
             },
         }
     }
@@ -238,7 +262,7 @@ where
         let r = dispatch!(&self.engine, |alg, cells| {
             self.key_attempt(alg, cells, key, now, n, Op::Reserve(max_wait))
         });
-        self.finish(now, n, r)
+        self.finish_key(now, n, r)
     }
 
     /// [`cancel`](RateLimiter::cancel) for an admission of `key`.
@@ -249,6 +273,10 @@ where
     {
         let now = self.clock.now();
         dispatch!(&self.engine, |alg, cells| {
+            if admitted.cell == KeyCell::Shared {
+                // The shared overflow cell admitted it: it goes back there.
+                return alg.cancel(&cells.direct, admitted);
+            }
             let store = Self::store(cells);
             // A refund moves the key's idle time earlier: the store files it again (after the
             // shard guard is released), so that a full store sees the room it may free.
@@ -282,7 +310,7 @@ where
         dispatch!(&self.engine, |alg, cells| self.acquire_loop(
             n,
             timeout,
-            |now, budget| self.key_attempt(alg, cells, key, now, n, Op::Reserve(budget))
+            |now, budget| marked(self.key_attempt(alg, cells, key, now, n, Op::Reserve(budget)))
         ))
     }
 

@@ -13,7 +13,7 @@ mod keyed;
 
 pub use builder::Builder;
 
-use crate::algorithm::{Admitted, Algorithm, RateAlgorithm, Refusal};
+use crate::algorithm::{Admitted, Algorithm, KeyCell, RateAlgorithm, Refusal};
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::{Denied, InsufficientCapacity, RateLimited};
 use crate::quota::Quota;
@@ -225,6 +225,7 @@ impl<K, C: Clock, H> RateLimiter<K, C, H> {
             retry_after: retry_after.max(1),
             limit: self.capacity(),
             reset_after,
+            cell: KeyCell::Own,
         }
     }
 
@@ -233,6 +234,18 @@ impl<K, C: Clock, H> RateLimiter<K, C, H> {
             requested: n,
             capacity: self.capacity(),
         }
+    }
+
+    /// [`finish`](Self::finish) for a keyed attempt: the answer says which cell decided.
+    #[inline]
+    fn finish_key(
+        &self,
+        now: u64,
+        n: u64,
+        (r, cell): (Attempt, KeyCell),
+    ) -> Result<Admitted, Denied> {
+        self.finish(now, n, r.map(|a| Admitted { cell, ..a }))
+            .map_err(|e| e.in_cell(cell))
     }
 
     /// Turn an algorithm's answer into the public one, and count it.

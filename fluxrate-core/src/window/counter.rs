@@ -1,7 +1,7 @@
 //! Sliding window counter: the O(1) two-window weighted estimate, in one `AtomicU64`.
 
 use super::{limit_and_window, sat, start_of, Divisor};
-use crate::algorithm::{Admitted, Algorithm, RateAlgorithm, Refusal, Snapshot};
+use crate::algorithm::{Admitted, Algorithm, KeyCell, RateAlgorithm, Refusal, Snapshot};
 use crate::error::ConfigError;
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
@@ -267,6 +267,7 @@ impl SlidingWindowCounter {
                         },
                         weight: n,
                         tat_after: 0,
+                        cell: KeyCell::Own,
                     });
                 }
                 Err(actual) => v = actual,

@@ -1,7 +1,7 @@
 //! Fixed window: a counter per aligned window, in one `AtomicU64`.
 
 use super::{limit_and_window, sat, start_of, Divisor};
-use crate::algorithm::{Admitted, RateAlgorithm, Refusal, Snapshot};
+use crate::algorithm::{Admitted, KeyCell, RateAlgorithm, Refusal, Snapshot};
 use crate::error::ConfigError;
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
@@ -147,6 +147,7 @@ impl FixedWindow {
                         },
                         weight: n,
                         tat_after: 0,
+                        cell: KeyCell::Own,
                     })
                 }
                 Err(actual) => v = actual,

@@ -2,7 +2,7 @@
 //! with use.
 
 use super::{limit_and_window, sat};
-use crate::algorithm::{Admitted, Algorithm, RateAlgorithm, Refusal, Snapshot};
+use crate::algorithm::{Admitted, Algorithm, KeyCell, RateAlgorithm, Refusal, Snapshot};
 use crate::error::ConfigError;
 use crate::quota::Quota;
 use crate::sync::{AtomicU64, Ordering};
@@ -291,6 +291,7 @@ impl SlidingLog {
                 reset_after: self.peek(state, now).reset_after,
                 weight: 0,
                 tat_after: 0,
+                cell: KeyCell::Own,
             });
         }
         if now == u64::MAX {
@@ -347,6 +348,7 @@ impl SlidingLog {
             reset_after: sat(newest_leaves - u128::from(now)),
             weight: n,
             tat_after: 0,
+            cell: KeyCell::Own,
         }
     }
 }

@@ -120,9 +120,9 @@ impl RateLimitLayer {
     /// Limits are checked in the order they were added. If a later one refuses, the earlier
     /// admissions are cancelled ([`RateLimiter::cancel_key`]): they are given back unless
     /// another request was admitted by that limit in between, in which case the refused
-    /// request stays counted there (it never lets more through; it may count a refused request),
-    /// or unless a full store's shared overflow cell (`OverflowPolicy::Shared`) admitted it, which
-    /// is not given back.
+    /// request stays counted there (it never lets more through; it may count a refused request).
+    /// An admission by a full store's shared overflow cell (`OverflowPolicy::Shared`) goes back
+    /// to that cell.
     ///
     /// # Memory
     ///

@@ -6,7 +6,7 @@ use super::decide::{Limit, LocalLimiter, Outcome, Taken};
 use super::decision::DecidedBy;
 use super::headers::{bucket_current, Current};
 use super::key::RequestKey;
-use crate::{Admitted, Algorithm, Denied, RateLimited, Snapshot};
+use crate::{Admitted, Algorithm, Denied, KeyCell, RateLimited, Snapshot};
 use std::time::Duration;
 
 pub(super) fn ns(d: Duration) -> u64 {
@@ -65,16 +65,9 @@ impl Limit {
                 t: Some(a.reset_after()),
                 ..unknown_window
             },
-            (_, Some(peek)) => {
-                let s = peek();
-                // An admission leaves the key's own cell used: a fresh one means the shared
-                // overflow cell decided (the store is full), whose window is not known here.
-                if s.remaining() >= s.limit() {
-                    unknown_window
-                } else {
-                    from_snapshot(&s)
-                }
-            }
+            // The shared overflow cell decided (the store is full): its window is not the key's.
+            _ if a.key_cell() != KeyCell::Own => unknown_window,
+            (_, Some(peek)) => from_snapshot(&peek()),
             (_, None) => unknown_window,
         }
     }
@@ -97,49 +90,19 @@ impl Limit {
             reset: e.reset_after(),
             ahead: None,
         };
-        let Some(peek) = peek else {
-            return if self.is_bucket() {
-                self.bucket(ns(e.reset_after()), max_delay)
-            } else {
-                unit
-            };
-        };
-        let s = peek();
-        let own = if self.is_bucket() {
-            // The key's own queue, with the shaper's cap.
-            self.bucket(ns(s.reset_after()), max_delay)
-        } else {
-            from_snapshot(&s)
-        };
-        if self.own_cell_admits(&s, n, max_delay) {
-            // The key's own cell would have admitted it: the store refused (full of live keys,
-            // `OverflowPolicy::Reject`: nothing for this key before `retry_after`, when a slot may
-            // free), or the shared overflow cell did.
+        if e.key_cell() != KeyCell::Own {
+            // Not the key's own cell: the store refused (full of live keys,
+            // `OverflowPolicy::Reject`: nothing for this key before `retry_after`, when a slot
+            // may free), or the shared overflow cell did.
             return unit;
         }
-        own
-    }
-
-    /// Whether the key's own cell, in the state `s`, admits `n` units at once now: a bucket
-    /// when `R + n·T ≤ b·T` (and a shaper's delay `R` is within its cap: a batch departs at
-    /// once); a window when `n` units remain.
-    pub(super) fn own_cell_admits(
-        &self,
-        s: &Snapshot,
-        n: u64,
-        max_delay: Option<Duration>,
-    ) -> bool {
-        if !self.is_bucket() {
-            return s.remaining() >= n;
+        match peek {
+            // The key's own queue, with the shaper's cap.
+            Some(peek) if self.is_bucket() => self.bucket(ns(peek().reset_after()), max_delay),
+            Some(peek) => from_snapshot(&peek()),
+            None if self.is_bucket() => self.bucket(ns(e.reset_after()), max_delay),
+            None => unit,
         }
-        let ahead = ns(s.reset_after());
-        let (t, b) = (u128::from(self.interval), u128::from(self.capacity));
-        let fits = u128::from(ahead) + u128::from(n) * t <= b * t;
-        let within_cap = self
-            .shaper(max_delay)
-            .flatten()
-            .map_or(true, |m| ahead <= m);
-        fits && within_cap
     }
 
     /// When `n` units could go through a shaper refused for its delay cap or its queue:
@@ -184,7 +147,9 @@ impl Limit {
                 Outcome::Limited {
                     retry: match shaper {
                         // The key's own queue refused (not the store): when it would fit.
-                        Some(Some(m)) if current.ahead.is_some() => self.shaper_retry(&e, n, m),
+                        Some(Some(m)) if e.key_cell() == KeyCell::Own => {
+                            self.shaper_retry(&e, n, m)
+                        }
                         _ => e.retry_after(),
                     },
                     current: Some(current),
