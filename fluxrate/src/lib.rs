@@ -38,6 +38,14 @@ mod asynch;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use asynch::{AcquireAsync, AcquireKeyAsync, TokioClock};
 
+#[cfg(any(feature = "tower", feature = "redis"))]
+mod all_or_nothing;
+#[cfg(any(feature = "tower", feature = "redis"))]
+mod decided_by;
+#[cfg(any(feature = "tower", feature = "redis"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tower", feature = "redis"))))]
+pub use decided_by::DecidedBy;
+
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod http;

@@ -515,7 +515,7 @@ fn failure_policies_when_redis_is_down() {
             let t = Instant::now();
             let d = local.decide_key_n("u", 1).await;
             time(t.elapsed());
-            assert_eq!(d.decided_by, DecidedBy::Local);
+            assert_eq!(d.decided_by, DecidedBy::LocalFallback);
             local_ok += u32::from(d.result.is_ok());
         }
         assert_eq!(
@@ -1653,11 +1653,51 @@ fn http_refund_of_a_local_fallback_admission_goes_to_the_local_limiter() {
         }
         assert_eq!(shared.stats().local_admitted, 10, "{:?}", shared.stats());
         let d = shared.decide_key_n(&RequestKey::Global, 1).await;
-        assert_eq!(d.decided_by, DecidedBy::Local);
+        assert_eq!(d.decided_by, DecidedBy::LocalFallback);
         let a = d
             .result
             .expect("the local fallback got back all 10 refused requests");
         assert_eq!(a.remaining(), 9);
+    });
+}
+
+/// `check_all` with Redis down decides each limit by its own failure policy, all or nothing
+/// across the local fallbacks: a later limit's refusal gives back what the earlier fallbacks
+/// admitted.
+#[test]
+fn check_all_local_fallbacks_are_all_or_nothing() {
+    if !available("check_all_local_fallbacks_are_all_or_nothing") {
+        return;
+    }
+    let mut server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let mk = |id: &str, quota: Quota| {
+            RedisRateLimiter::builder(&backend, id, quota)
+                .timeout(Duration::from_millis(200))
+                .on_failure(FailurePolicy::FailLocal { share: 1.0 })
+                .build()
+                .unwrap()
+        };
+        let (wide, narrow) = (
+            mk("aon-wide", Quota::per_hour(5)),
+            mk("aon-narrow", Quota::per_hour(1)),
+        );
+        server.kill9();
+        let both = [(&wide, 1), (&narrow, 1)];
+        assert!(RedisRateLimiter::check_all("s", &both).await.is_ok());
+        for _ in 0..3 {
+            let (i, _) = RedisRateLimiter::check_all("s", &both).await.unwrap_err();
+            assert_eq!(i, 1, "the narrow limit refuses");
+        }
+        // The wide fallback was charged once: the three refused batches came back.
+        let d = wide.decide_key_n("s", 4).await;
+        assert_eq!(d.decided_by, DecidedBy::LocalFallback);
+        assert!(
+            d.result.is_ok(),
+            "4 of 5 left in the wide fallback: {:?}",
+            d.result
+        );
     });
 }
 
@@ -1695,7 +1735,7 @@ fn http_refund_of_a_redis_admission_undoes_the_local_warm_charge() {
         assert_eq!(s.remaining(), 10, "Redis got all 10 back");
         server.kill9();
         let d = shared.decide_key_n(&RequestKey::Global, 1).await;
-        assert_eq!(d.decided_by, DecidedBy::Local);
+        assert_eq!(d.decided_by, DecidedBy::LocalFallback);
         let a = d
             .result
             .expect("the local fallback's warm charges were given back with the refunds");
@@ -1739,13 +1779,13 @@ fn cancel_decision_gives_back_through_whoever_decided() {
         // The local fallback decides: it has 2 (its charge for the first call was given back,
         // the other two are counted); the refund goes to it, without a round trip.
         let d = local.decide_key_n("k", 1).await;
-        assert_eq!(d.decided_by, DecidedBy::Local);
+        assert_eq!(d.decided_by, DecidedBy::LocalFallback);
         assert!(
             matches!(d.result, Err(RedisDenied::Limited(_))),
             "the local fallback counted the two Redis admissions: {d:?}"
         );
         let other = local.decide_key_n("j", 1).await;
-        assert_eq!(other.decided_by, DecidedBy::Local);
+        assert_eq!(other.decided_by, DecidedBy::LocalFallback);
         assert_eq!(other.result.as_ref().unwrap().remaining(), 1);
         let sent = backend.commands_sent();
         assert!(local.cancel_decision("j", &other).await.unwrap());

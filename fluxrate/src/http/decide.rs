@@ -7,6 +7,7 @@ use super::headers::{Current, Policy};
 use super::key::{KeyExtractor, RequestInfo, RequestKey};
 use super::layer::Config;
 use super::outcome::ns;
+use crate::all_or_nothing::{all_or_nothing, AllOrNothing};
 use crate::{Admitted, Algorithm, Clock, Denied, RateLimiter, Snapshot};
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ pub(super) enum Taken {
     Local(Admitted),
     /// The admission and the whole decision: who decided is who gives it back.
     #[cfg(feature = "redis")]
-    Redis(Admitted, crate::redis::Decision),
+    Redis(Admitted, crate::redis::RedisDecision),
 }
 
 impl Taken {
@@ -165,50 +166,60 @@ impl Verdict {
             };
         }
     }
+}
 
-    /// Record limit `i`'s outcome, decided for `key`; false once the request is refused.
-    fn record(&mut self, i: usize, limit: &Limit, key: RequestKey, outcome: Outcome) -> bool {
-        let decided = |decided_by, admitted| LimitDecision {
-            name: limit.name.clone(),
-            decided_by,
-            admitted,
-        };
-        let (why, current, by) = match outcome {
-            Outcome::Admitted { taken, current, by } => {
-                self.delay = self.delay.max(taken.admitted().delay());
-                self.items.push((i, current));
-                self.limits.push(decided(by, true));
-                self.taken.push((i, key, taken));
-                return true;
-            }
-            Outcome::Limited { retry, current, by } => (Refusal::Limited { retry }, current, by),
+/// A limit that admitted: what it took (for `key`), its numbers and who decided.
+pub(super) struct Step {
+    key: RequestKey,
+    taken: Taken,
+    current: Option<Current>,
+    by: DecidedBy,
+}
+
+/// A limit that refused: why, its numbers and who decided.
+pub(super) struct Stop {
+    why: Refusal,
+    current: Option<Current>,
+    by: DecidedBy,
+}
+
+impl Outcome {
+    /// The outcome as the all-or-nothing routine takes it: a step taken, or a stop.
+    fn step(self, limit: &Limit, key: RequestKey) -> Result<Step, Stop> {
+        match self {
+            Outcome::Admitted { taken, current, by } => Ok(Step {
+                key,
+                taken,
+                current,
+                by,
+            }),
+            Outcome::Limited { retry, current, by } => Err(Stop {
+                why: Refusal::Limited { retry },
+                current,
+                by,
+            }),
             Outcome::Never {
                 requested,
                 capacity,
-            } => {
-                let by = match limit.backend {
+            } => Err(Stop {
+                why: Refusal::Never {
+                    requested,
+                    capacity,
+                },
+                current: None,
+                by: match limit.backend {
                     Backend::Local(_) => DecidedBy::Local,
                     #[cfg(feature = "redis")]
                     Backend::Redis(_) => DecidedBy::Redis,
-                };
-                (
-                    Refusal::Never {
-                        requested,
-                        capacity,
-                    },
-                    None,
-                    by,
-                )
-            }
+                },
+            }),
             #[cfg(feature = "redis")]
-            Outcome::Unavailable { retry } => {
-                (Refusal::Unavailable { retry }, None, DecidedBy::FailClosed)
-            }
-        };
-        self.items.push((i, current));
-        self.limits.push(decided(by, false));
-        self.refused = Some(Refused { index: i, why });
-        false
+            Outcome::Unavailable { retry } => Err(Stop {
+                why: Refusal::Unavailable { retry },
+                current: None,
+                by: DecidedBy::FailClosed,
+            }),
+        }
     }
 }
 
@@ -224,131 +235,166 @@ impl Config {
             .collect()
     }
 
-    /// Decide a request against every (in-process) limit.
-    #[cfg_attr(not(feature = "redis"), allow(irrefutable_let_patterns))]
-    pub(super) fn decide(&self, keys: Vec<RequestKey>, n: u64) -> Verdict {
+    /// Decide a request against every limit, in order and all or nothing (what the earlier
+    /// limits took is given back when a later one refuses).
+    ///
+    /// In-process limits decide without an await point: when every limit is local the future
+    /// completes on its first poll, and the service decides the request in `call`.
+    pub(super) async fn decide(self: Arc<Self>, keys: Vec<RequestKey>, n: u64) -> Verdict {
+        let (config, keys) = (&*self, &keys);
+        let outcome = all_or_nothing(
+            self.limits.len(),
+            move |i| config.decide_one(i, keys[i].clone(), n),
+            move |i, step: Step| async move {
+                let back = config.give_back(i, &step.key, &step.taken).await;
+                (step, back)
+            },
+        )
+        .await;
+        self.verdict(outcome, n)
+    }
+
+    /// One limit's decision for `key` (a Redis limit may decide for another key: see
+    /// [`decide_redis`](Self::decide_redis)).
+    async fn decide_one(&self, i: usize, key: RequestKey, n: u64) -> Result<Step, Stop> {
+        let l = &self.limits[i];
+        let (key, outcome) = match &l.backend {
+            Backend::Local(lim) => {
+                let outcome = l.local(&**lim, &key, n, self.max_delay);
+                (key, outcome)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => self.decide_redis(l, r, key, n).await,
+        };
+        outcome.step(l, key)
+    }
+
+    /// The verdict of the all-or-nothing routine: each limit decided, in order, its numbers
+    /// (after a refusal, as of before the admissions that came back) and what stays taken.
+    fn verdict(&self, outcome: AllOrNothing<Step, Stop>, n: u64) -> Verdict {
         let mut v = Verdict::default();
-        for (i, (l, key)) in self.limits.iter().zip(keys).enumerate() {
-            let outcome = match &l.backend {
-                Backend::Local(lim) => l.local(&**lim, &key, n, self.max_delay),
-                #[cfg(feature = "redis")]
-                Backend::Redis(_) => unreachable!("remote limits are decided by decide_async"),
-            };
-            if !v.record(i, l, key, outcome) {
-                break;
+        let (steps, stop) = match outcome {
+            AllOrNothing::Admitted(steps) => {
+                (steps.into_iter().map(|s| (s, false)).collect(), None)
+            }
+            AllOrNothing::Refused {
+                index,
+                refusal,
+                given_back,
+            } => (given_back, Some((index, refusal))),
+        };
+        let mut back = Vec::new();
+        for (i, (step, came_back)) in steps.into_iter().enumerate() {
+            v.delay = v.delay.max(step.taken.admitted().delay());
+            v.items.push((i, step.current));
+            v.limits.push(self.limit_decision(i, step.by, true));
+            if came_back {
+                back.push(i);
+            }
+            if stop.is_none() {
+                v.taken.push((i, step.key, step.taken));
             }
         }
-        if v.refused.is_some() {
-            // All or nothing: give back what the earlier limits took.
-            let back = self.give_back_local(&v.taken);
+        if let Some((index, stop)) = stop {
+            v.items.push((index, stop.current));
+            v.limits.push(self.limit_decision(index, stop.by, false));
+            v.refused = Some(Refused {
+                index,
+                why: stop.why,
+            });
             v.given_back(self, &back, n);
         }
         v
     }
 
-    /// Give back what in-process limits took (Redis admissions are left to the caller); the
-    /// limits whose admission came back.
-    pub(super) fn give_back_local(&self, taken: &[(usize, RequestKey, Taken)]) -> Vec<usize> {
-        let mut back = Vec::new();
-        for (i, key, t) in taken {
-            #[allow(irrefutable_let_patterns)]
-            if let (Backend::Local(lim), Taken::Local(a)) = (&self.limits[*i].backend, t) {
-                if lim.cancel(key, a) {
-                    back.push(*i);
-                }
-            }
+    fn limit_decision(&self, i: usize, decided_by: DecidedBy, admitted: bool) -> LimitDecision {
+        LimitDecision {
+            name: self.limits[i].name.clone(),
+            decided_by,
+            admitted,
         }
-        back
     }
 
-    /// Give back everything taken: in-process limits, Redis, or Redis's local fallback (which
-    /// a Redis admission also charged).
-    #[cfg(feature = "redis")]
-    pub(super) async fn give_back(&self, taken: &[(usize, RequestKey, Taken)]) -> Vec<usize> {
-        let mut back = self.give_back_local(taken);
-        back.extend(self.give_back_remote(taken).await);
-        back
+    /// Give back at once what in-process limit `i` took for `key`, and whether it came back;
+    /// `None` for what a Redis limit took (a round trip: [`give_back`](Self::give_back)).
+    pub(super) fn give_back_local(&self, i: usize, key: &RequestKey, t: &Taken) -> Option<bool> {
+        match (&self.limits[i].backend, t) {
+            (Backend::Local(lim), Taken::Local(a)) => Some(lim.cancel(key, a)),
+            #[cfg(feature = "redis")]
+            _ => None,
+        }
     }
 
-    /// Give back what Redis limits took; the limits whose admission came back.
+    /// Give back what limit `i` took for `key` (in process, in Redis, or by Redis's local
+    /// fallback, which the decision names); whether it came back.
+    pub(super) async fn give_back(&self, i: usize, key: &RequestKey, t: &Taken) -> bool {
+        if let Some(back) = self.give_back_local(i, key, t) {
+            return back;
+        }
+        #[cfg(feature = "redis")]
+        if let (Backend::Redis(r), Taken::Redis(_, d)) = (&self.limits[i].backend, t) {
+            return matches!(r.cancel_decision(key, d).await, Ok(true));
+        }
+        false
+    }
+
+    /// A Redis limit's decision, and the key it was decided for: a key Redis will not take
+    /// (too long once escaped) is decided, and counted, as unknown.
     #[cfg(feature = "redis")]
-    pub(super) async fn give_back_remote(
+    async fn decide_redis(
         &self,
-        taken: &[(usize, RequestKey, Taken)],
-    ) -> Vec<usize> {
-        let mut back = Vec::new();
-        for (i, key, t) in taken {
-            if let (Backend::Redis(r), Taken::Redis(_, d)) = (&self.limits[*i].backend, t) {
-                if let Ok(true) = r.cancel_decision(key, d).await {
-                    back.push(*i);
-                }
-            }
-        }
-        back
-    }
-
-    /// Decide a request against every limit, some of them in Redis.
-    #[cfg(feature = "redis")]
-    pub(super) async fn decide_async(&self, keys: Vec<RequestKey>, n: u64) -> Verdict {
+        l: &Limit,
+        r: &crate::redis::RedisRateLimiter,
+        mut key: RequestKey,
+        n: u64,
+    ) -> (RequestKey, Outcome) {
         use crate::redis::RedisDenied;
-        let mut v = Verdict::default();
-        for (i, (l, mut key)) in self.limits.iter().zip(keys).enumerate() {
-            let outcome = match &l.backend {
-                Backend::Local(lim) => l.local(&**lim, &key, n, self.max_delay),
-                Backend::Redis(_) if n > l.capacity => Outcome::Never {
-                    requested: n,
-                    capacity: l.capacity,
-                },
-                Backend::Redis(r) => {
-                    // A shaper's delay cap goes into the script (`max_wait`).
-                    let cap = l.shaper(self.max_delay).flatten();
-                    let decide = |key: &RequestKey| {
-                        let (r, key) = (r.clone(), key.clone());
-                        async move {
-                            match cap {
-                                Some(m) => {
-                                    r.decide_reserve_key_n(&key, n, Duration::from_nanos(m))
-                                        .await
-                                }
-                                None => r.decide_key_n(&key, n).await,
-                            }
-                        }
-                    };
-                    let mut d = decide(&key).await;
-                    if let Err(RedisDenied::Invalid(_)) = d.result {
-                        // A key Redis will not take (too long once escaped) counts as unknown,
-                        // and so does what it took.
-                        key = RequestKey::Unknown;
-                        d = decide(&key).await;
-                    }
-                    match (&d.result, cap, d.decided_by) {
-                        // The local fallback queues without the cap: past it, give its place
-                        // back (a local CAS) and refuse.
-                        (Ok(a), Some(m), crate::redis::DecidedBy::Local) if ns(a.delay()) > m => {
-                            let _ = r.cancel_decision(&key, &d).await;
-                            Outcome::Limited {
-                                retry: Duration::from_nanos(ns(a.delay()) - m),
-                                current: Some(Current {
-                                    r: 0,
-                                    t: None,
-                                    reset: a.reset_after(),
-                                    ahead: None,
-                                }),
-                                by: DecidedBy::LocalFallback,
-                            }
-                        }
-                        _ => l.remote(d, n, self.max_delay),
-                    }
-                }
+        if n > l.capacity {
+            let never = Outcome::Never {
+                requested: n,
+                capacity: l.capacity,
             };
-            if !v.record(i, l, key, outcome) {
-                break;
+            return (key, never);
+        }
+        // A shaper's delay cap goes into the script (`max_wait`).
+        let cap = l.shaper(self.max_delay).flatten();
+        let decide = |key: &RequestKey| {
+            let (r, key) = (r.clone(), key.clone());
+            async move {
+                match cap {
+                    Some(m) => {
+                        r.decide_reserve_key_n(&key, n, Duration::from_nanos(m))
+                            .await
+                    }
+                    None => r.decide_key_n(&key, n).await,
+                }
             }
+        };
+        let mut d = decide(&key).await;
+        if let Err(RedisDenied::Invalid(_)) = d.result {
+            // A key Redis will not take (too long once escaped) counts as unknown,
+            // and so does what it took.
+            key = RequestKey::Unknown;
+            d = decide(&key).await;
         }
-        if v.refused.is_some() {
-            let back = self.give_back(&v.taken).await;
-            v.given_back(self, &back, n);
-        }
-        v
+        let outcome = match (&d.result, cap, d.decided_by) {
+            // The local fallback queues without the cap: past it, give its place
+            // back (a local CAS) and refuse.
+            (Ok(a), Some(m), DecidedBy::LocalFallback) if ns(a.delay()) > m => {
+                let _ = r.cancel_decision(&key, &d).await;
+                Outcome::Limited {
+                    retry: Duration::from_nanos(ns(a.delay()) - m),
+                    current: Some(Current {
+                        r: 0,
+                        t: None,
+                        reset: a.reset_after(),
+                        ahead: None,
+                    }),
+                    by: DecidedBy::LocalFallback,
+                }
+            }
+            _ => l.remote(d, n, self.max_delay),
+        };
+        (key, outcome)
     }
 }

@@ -1,36 +1,10 @@
-//! [`Decision`]: what the layer decided for one request and who decided it, added to the
-//! response's extensions.
+//! [`Decision`]: what the layer decided for one request and who decided each limit
+//! ([`DecidedBy`]), added to the response's extensions.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Who decided one limit's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DecidedBy {
-    /// An in-process limiter.
-    Local,
-    /// The script, in Redis.
-    Redis,
-    /// Redis could not decide and the limit fails open: admitted without counting. The
-    /// `RateLimit` field leaves this limit's item out (it has no numbers to tell).
-    FailOpen,
-    /// Redis could not decide and the limit fails closed: refused with 503.
-    FailClosed,
-    /// Redis could not decide and the limit's local fallback did (`FailLocal`): the numbers
-    /// are the fallback's.
-    LocalFallback,
-}
-
-impl DecidedBy {
-    /// Whether the limit was decided by something other than its own limiter (a Redis outage).
-    pub fn degraded(self) -> bool {
-        matches!(
-            self,
-            Self::FailOpen | Self::FailClosed | Self::LocalFallback
-        )
-    }
-}
+pub use crate::DecidedBy;
 
 /// One limit's part of a [`Decision`].
 #[derive(Debug, Clone, PartialEq, Eq)]

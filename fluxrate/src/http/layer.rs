@@ -21,9 +21,6 @@ pub(super) type Cost = dyn Fn(&RequestInfo<'_>) -> u64 + Send + Sync;
 #[derive(Clone)]
 pub(super) struct Config {
     pub(super) limits: Vec<Limit>,
-    /// Whether a limit is decided remotely (then every request is decided asynchronously).
-    #[cfg(feature = "redis")]
-    pub(super) remote: bool,
     pub(super) dry_run: bool,
     pub(super) legacy_headers: bool,
     pub(super) exempt: Option<Arc<Predicate>>,
@@ -89,8 +86,6 @@ impl RateLimitLayer {
         Self {
             config: Arc::new(Config {
                 limits: Vec::new(),
-                #[cfg(feature = "redis")]
-                remote: false,
                 dry_run: false,
                 legacy_headers: false,
                 exempt: None,
@@ -229,7 +224,7 @@ impl RateLimitLayer {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_limit(
-        mut self,
+        self,
         name: &str,
         limiter: crate::redis::RedisRateLimiter,
         extractor: impl KeyExtractor,
@@ -238,7 +233,6 @@ impl RateLimitLayer {
             (limiter.quota(), limiter.algorithm(), limiter.capacity());
         // The script's interval (⌈period / calls⌉ in whole microseconds), in ns.
         let interval = crate::redis::script::emission_interval_us(&quota).saturating_mul(1_000);
-        self.config_mut().remote = true;
         self.push(
             name,
             Backend::Redis(limiter),

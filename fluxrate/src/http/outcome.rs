@@ -167,17 +167,12 @@ impl Limit {
     #[cfg(feature = "redis")]
     pub(super) fn remote(
         &self,
-        d: crate::redis::Decision,
+        d: crate::redis::RedisDecision,
         n: u64,
         max_delay: Option<Duration>,
     ) -> Outcome {
-        use crate::redis::{DecidedBy as By, RedisDenied};
-        let by = match d.decided_by {
-            By::Redis => DecidedBy::Redis,
-            By::FailOpen => DecidedBy::FailOpen,
-            By::Local => DecidedBy::LocalFallback,
-            _ => DecidedBy::FailClosed,
-        };
+        use crate::redis::RedisDenied;
+        let by = d.decided_by;
         let cap = self.shaper(max_delay).flatten();
         match &d.result {
             Ok(a) => {

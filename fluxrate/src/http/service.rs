@@ -6,6 +6,7 @@ use super::decision::Decision;
 use super::headers::{ceil_secs, header_value, problem_json, write_headers, Item};
 use super::key::{RequestInfo, RequestKey};
 use super::layer::Config;
+use crate::all_or_nothing::poll_once;
 use ::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use ::http::{HeaderValue, Request, Response};
 use core::future::Future;
@@ -61,14 +62,22 @@ struct GiveBack {
 
 impl Drop for GiveBack {
     fn drop(&mut self) {
-        if self.taken.is_empty() {
-            return;
+        // In-process limits give back at once; Redis limits in a task on the current runtime
+        // (none: they stay counted, never over-admitting).
+        let mut remote = Vec::new();
+        for (i, key, t) in core::mem::take(&mut self.taken) {
+            if self.config.give_back_local(i, &key, &t).is_none() {
+                remote.push((i, key, t));
+            }
         }
-        self.config.give_back_local(&self.taken);
         #[cfg(feature = "redis")]
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (config, taken) = (self.config.clone(), core::mem::take(&mut self.taken));
-            rt.spawn(async move { config.give_back_remote(&taken).await });
+        if let (false, Ok(rt)) = (remote.is_empty(), tokio::runtime::Handle::try_current()) {
+            let config = self.config.clone();
+            rt.spawn(async move {
+                for (i, key, t) in &remote {
+                    config.give_back(*i, key, t).await;
+                }
+            });
         }
     }
 }
@@ -249,21 +258,20 @@ where
             return Box::pin(self.inner.call(req));
         }
         let (keys, n) = (config.keys(&info), config.cost(&info));
-        #[cfg(feature = "redis")]
-        if config.remote {
-            // Decide asynchronously, then call the service that was made ready, leaving a
-            // clone in its place (the usual tower pattern).
+        let mut decided = Box::pin(config.clone().decide(keys, n));
+        let Poll::Ready(v) = poll_once(decided.as_mut()) else {
+            // A limit decides in Redis: the rest runs in the response future, on the service
+            // that was made ready, leaving a clone in its place (the usual tower pattern).
             let clone = self.inner.clone();
             let inner = core::mem::replace(&mut self.inner, clone);
             return Box::pin(async move {
-                let v = config.decide_async(keys, n).await;
+                let v = decided.await;
                 if let Some(resp) = config.refusal(&v) {
                     return Ok(resp);
                 }
                 config.after_delay(v, inner, req).await
             });
-        }
-        let v = config.decide(keys, n);
+        };
         if let Some(resp) = config.refusal(&v) {
             return Box::pin(async move { Ok(resp) });
         }

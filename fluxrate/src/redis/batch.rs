@@ -3,9 +3,10 @@
 
 use super::error::{InvalidInput, RedisDenied};
 use super::key::RedisKey;
-use super::limiter::{Call, Inner, RedisRateLimiter};
+use super::limiter::{Call, RedisRateLimiter};
 use super::script::Mode;
 use super::stats::bump;
+use crate::all_or_nothing::{all_or_nothing, AllOrNothing};
 use crate::Admitted;
 
 impl RedisRateLimiter {
@@ -78,22 +79,27 @@ impl RedisRateLimiter {
             }
             Err(RedisDenied::Unavailable(u)) => {
                 // Each limit's own policy decides; all or nothing across the local fallbacks.
-                let mut taken: Vec<(&Inner, Admitted)> = Vec::new();
-                for (i, c) in calls.iter().enumerate() {
-                    let d = c.limit.fallback(&raw, c.n, &u);
-                    match d.result {
-                        Ok(a) => taken.push((c.limit, a)),
-                        Err(e) => {
-                            for (l, a) in &taken {
-                                if let Some(local) = l.policy.local() {
-                                    local.cancel_key(&raw[..], a);
-                                }
-                            }
-                            return Err((i, e));
-                        }
-                    }
+                let (calls, raw, u) = (&calls, &raw, &u);
+                let outcome = all_or_nothing(
+                    calls.len(),
+                    move |i| {
+                        let c = &calls[i];
+                        std::future::ready(c.limit.fallback(raw, c.n, u).result)
+                    },
+                    move |i, a: Admitted| {
+                        let back = calls[i]
+                            .limit
+                            .policy
+                            .local()
+                            .is_some_and(|local| local.cancel_key(&raw[..], &a));
+                        std::future::ready((a, back))
+                    },
+                )
+                .await;
+                match outcome {
+                    AllOrNothing::Admitted(admitted) => Ok(admitted),
+                    AllOrNothing::Refused { index, refusal, .. } => Err((index, refusal)),
                 }
-                Ok(taken.into_iter().map(|(_, a)| a).collect())
             }
             Err(other) => Err((0, other)),
         }

@@ -1,26 +1,11 @@
-//! What a decision returns beyond its outcome: who made it ([`DecidedBy`]), and what it charged
-//! the local fallback (for [`cancel_decision`](super::RedisRateLimiter::cancel_decision)).
+//! [`RedisDecision`]: what a decision returns beyond its outcome: who made it ([`DecidedBy`]),
+//! and what it charged the local fallback (for
+//! [`cancel_decision`](super::RedisRateLimiter::cancel_decision)).
 
 use super::error::RedisDenied;
 use crate::Admitted;
 
-/// Who made a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DecidedBy {
-    /// The script, in Redis.
-    Redis,
-    /// The failure policy: [`FailurePolicy::FailOpen`](super::FailurePolicy::FailOpen) admitted
-    /// it.
-    FailOpen,
-    /// The failure policy: [`FailurePolicy::FailClosed`](super::FailurePolicy::FailClosed)
-    /// refused it.
-    FailClosed,
-    /// The local fallback limiter ([`FailurePolicy::FailLocal`](super::FailurePolicy::FailLocal)).
-    Local,
-    /// Nobody: the input was invalid.
-    Invalid,
-}
+pub use crate::DecidedBy;
 
 /// A decision and who made it.
 ///
@@ -29,7 +14,7 @@ pub enum DecidedBy {
 ///
 /// [`RedisRateLimiter::cancel_decision`]: super::RedisRateLimiter::cancel_decision
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct RedisDecision {
     /// The outcome.
     pub result: Result<Admitted, RedisDenied>,
     /// Who decided.
@@ -38,7 +23,7 @@ pub struct Decision {
     pub(crate) warmed: Option<Admitted>,
 }
 
-impl Decision {
+impl RedisDecision {
     pub(crate) fn new(result: Result<Admitted, RedisDenied>, decided_by: DecidedBy) -> Self {
         Self {
             result,

@@ -3,7 +3,7 @@
 
 use super::backend::RedisBackend;
 use super::builder::RedisBuilder;
-use super::decision::{DecidedBy, Decision};
+use super::decision::{DecidedBy, RedisDecision};
 use super::error::{FailureClass, InvalidInput, RedisDenied, Unavailable};
 use super::key::{KeyNames, RedisKey};
 use super::policy::Policy;
@@ -176,7 +176,7 @@ impl RedisRateLimiter {
     ///
     /// Dropped after its call was sent, the request may have been counted: see
     /// [Cancel safety](Self#cancel-safety).
-    pub async fn decide_key_n<K: RedisKey + ?Sized>(&self, key: &K, n: u64) -> Decision {
+    pub async fn decide_key_n<K: RedisKey + ?Sized>(&self, key: &K, n: u64) -> RedisDecision {
         let max_wait = self.inner.params.algorithm.check_wait();
         self.decide(key, n, max_wait, Mode::Decide).await
     }
@@ -186,7 +186,7 @@ impl RedisRateLimiter {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
-    pub async fn dry_run_key_n<K: RedisKey + ?Sized>(&self, key: &K, n: u64) -> Decision {
+    pub async fn dry_run_key_n<K: RedisKey + ?Sized>(&self, key: &K, n: u64) -> RedisDecision {
         let max_wait = self.inner.params.algorithm.check_wait();
         self.decide(key, n, max_wait, Mode::DryRun).await
     }
@@ -236,7 +236,7 @@ impl RedisRateLimiter {
         key: &K,
         n: u64,
         max_wait: Duration,
-    ) -> Decision {
+    ) -> RedisDecision {
         self.decide(key, n, MaxWait::up_to(max_wait), Mode::Decide)
             .await
     }
@@ -266,7 +266,7 @@ impl RedisRateLimiter {
     ///
     /// This always asks Redis. An admission the failure policy made (the local fallback, fail
     /// open) is not in Redis, and under [`FailurePolicy::FailLocal`] a Redis admission also
-    /// charged the local fallback: give back a [`Decision`] with
+    /// charged the local fallback: give back a [`RedisDecision`] with
     /// [`cancel_decision`](Self::cancel_decision) instead, which handles both.
     ///
     /// [`FailurePolicy::FailLocal`]: super::FailurePolicy::FailLocal
@@ -305,7 +305,7 @@ impl RedisRateLimiter {
     pub async fn cancel_decision<K: RedisKey + ?Sized>(
         &self,
         key: &K,
-        decision: &Decision,
+        decision: &RedisDecision,
     ) -> Result<bool, RedisDenied> {
         let Ok(admitted) = &decision.result else {
             return Ok(false);
@@ -321,11 +321,15 @@ impl RedisRateLimiter {
                 }
                 Ok(back)
             }
-            DecidedBy::Local => Ok(match local {
+            DecidedBy::LocalFallback => Ok(match local {
                 Some(local) => local.cancel_key(&raw[..], admitted),
                 None => false,
             }),
-            DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Invalid => Ok(false),
+            // Nothing was counted (`Local` names an in-process HTTP limit, never a Redis
+            // decision).
+            DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Invalid | DecidedBy::Local => {
+                Ok(false)
+            }
         }
     }
 
@@ -351,14 +355,14 @@ impl RedisRateLimiter {
         n: u64,
         max_wait: MaxWait,
         mode: Mode,
-    ) -> Decision {
+    ) -> RedisDecision {
         let inner = &*self.inner;
         let mut raw = Vec::new();
         key.write_redis_key(&mut raw);
         if n == 0 {
             // A look that changes nothing, as in-process.
             return match self.peek_key(&raw[..]).await {
-                Ok(s) => Decision::new(
+                Ok(s) => RedisDecision::new(
                     Ok(Admitted::from_remote(
                         s.taken_at(),
                         0,
@@ -371,7 +375,7 @@ impl RedisRateLimiter {
                     DecidedBy::Redis,
                 ),
                 Err(RedisDenied::Unavailable(u)) => inner.fallback(&raw, 0, &u),
-                Err(e) => Decision::new(Err(e), DecidedBy::Invalid),
+                Err(e) => RedisDecision::new(Err(e), DecidedBy::Invalid),
             };
         }
         let call = [Call {
@@ -392,13 +396,13 @@ impl RedisRateLimiter {
                         bump(&inner.counters.limited);
                     }
                 }
-                Decision {
+                RedisDecision {
                     warmed,
-                    ..Decision::new(result, DecidedBy::Redis)
+                    ..RedisDecision::new(result, DecidedBy::Redis)
                 }
             }
             Err(RedisDenied::Unavailable(u)) => inner.fallback(&raw, n, &u),
-            Err(e) => Decision::new(Err(e), DecidedBy::Invalid),
+            Err(e) => RedisDecision::new(Err(e), DecidedBy::Invalid),
         }
     }
 
@@ -464,7 +468,7 @@ impl Inner {
     }
 
     /// What the failure policy decides for `n` after Redis failed with `u`.
-    pub(super) fn fallback(&self, raw: &[u8], n: u64, u: &Unavailable) -> Decision {
+    pub(super) fn fallback(&self, raw: &[u8], n: u64, u: &Unavailable) -> RedisDecision {
         self.policy
             .decide(raw, n, self.params.cap, u, &self.counters)
     }

@@ -34,7 +34,7 @@ mod error;
 pub use backend::{BackendOptions, RedisBackend};
 pub use builder::RedisBuilder;
 pub use connection::MAX_REDIRECTS;
-pub use decision::{DecidedBy, Decision};
+pub use decision::{DecidedBy, RedisDecision};
 pub use error::{FailureClass, InvalidInput, RedisConfigError, RedisDenied, Unavailable};
 pub use key::RedisKey;
 pub use limiter::RedisRateLimiter;

@@ -1,6 +1,6 @@
 //! What decides when Redis cannot: [`FailurePolicy`], and the local fallback it may hold.
 
-use super::decision::{DecidedBy, Decision};
+use super::decision::{DecidedBy, RedisDecision};
 use super::error::{RedisConfigError, RedisDenied, Unavailable};
 use super::stats::{bump, Counters};
 use crate::{Admitted, Algorithm, Denied, OverflowPolicy, Quota, RateLimiter};
@@ -69,19 +69,19 @@ impl Policy {
         cap: u64,
         u: &Unavailable,
         c: &Counters,
-    ) -> Decision {
+    ) -> RedisDecision {
         bump(c.failed(u.class));
         match self {
             Policy::Closed => {
                 bump(&c.fail_closed);
-                Decision::new(
+                RedisDecision::new(
                     Err(RedisDenied::Unavailable(u.clone())),
                     DecidedBy::FailClosed,
                 )
             }
             Policy::Open => {
                 bump(&c.fail_open);
-                Decision::new(
+                RedisDecision::new(
                     Ok(Admitted::from_remote(0, 0, 0, cap, 0, n, 0)),
                     DecidedBy::FailOpen,
                 )
@@ -101,7 +101,7 @@ impl Policy {
                         Err(RedisDenied::Never(e))
                     }
                 };
-                Decision::new(result, DecidedBy::Local)
+                RedisDecision::new(result, DecidedBy::LocalFallback)
             }
         }
     }
