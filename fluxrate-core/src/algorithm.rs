@@ -47,6 +47,33 @@ impl Algorithm {
         Algorithm::SlidingLog,
     ];
 
+    /// Every name [`from_str`](FromStr::from_str) accepts (after trimming, lower-casing and
+    /// `-` → `_`), with the algorithm it names: each algorithm's [`name`](Self::name), then
+    /// the aliases `sliding_window` (the exact window: the sliding log) and `gcra`. The one list
+    /// of names: the parser, its error message and the `#[rate_limit]` attribute's checks all
+    /// read it.
+    ///
+    /// ```
+    /// use fluxrate_core::Algorithm;
+    ///
+    /// for (name, algorithm) in Algorithm::NAMES {
+    ///     assert_eq!(name.parse::<Algorithm>(), Ok(algorithm));
+    /// }
+    /// // Every algorithm's own name is in the list.
+    /// for a in Algorithm::ALL {
+    ///     assert!(Algorithm::NAMES.contains(&(a.name(), a)));
+    /// }
+    /// ```
+    pub const NAMES: [(&'static str, Algorithm); 7] = [
+        ("token_bucket", Algorithm::TokenBucket),
+        ("leaky_bucket", Algorithm::LeakyBucket),
+        ("fixed_window", Algorithm::FixedWindow),
+        ("sliding_window", Algorithm::SlidingLog),
+        ("sliding_window_counter", Algorithm::SlidingWindowCounter),
+        ("sliding_log", Algorithm::SlidingLog),
+        ("gcra", Algorithm::TokenBucket),
+    ];
+
     /// The canonical snake_case name (`"token_bucket"`, …).
     pub const fn name(self) -> &'static str {
         match self {
@@ -98,12 +125,12 @@ pub struct UnknownAlgorithm(String);
 
 impl fmt::Display for UnknownAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown algorithm {:?}, expected one of token_bucket, leaky_bucket, fixed_window, \
-             sliding_window (exact log), sliding_window_counter, sliding_log",
-            self.0
-        )
+        write!(f, "unknown algorithm {:?}, expected one of ", self.0)?;
+        for (i, (name, _)) in Algorithm::NAMES.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name}")?;
+        }
+        Ok(())
     }
 }
 
@@ -114,14 +141,11 @@ impl FromStr for Algorithm {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let norm = s.trim().to_ascii_lowercase().replace('-', "_");
-        Ok(match norm.as_str() {
-            "token_bucket" | "gcra" => Self::TokenBucket,
-            "leaky_bucket" => Self::LeakyBucket,
-            "fixed_window" => Self::FixedWindow,
-            "sliding_window" | "sliding_log" => Self::SlidingLog,
-            "sliding_window_counter" => Self::SlidingWindowCounter,
-            _ => return Err(UnknownAlgorithm(s.to_owned())),
-        })
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == norm)
+            .map(|&(_, algorithm)| algorithm)
+            .ok_or_else(|| UnknownAlgorithm(s.to_owned()))
     }
 }
 

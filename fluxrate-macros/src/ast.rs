@@ -1,4 +1,5 @@
-//! Parsing the attribute's arguments: an optional leading rate string, then `name = value`.
+//! Parsing the attribute's arguments: an optional leading rate string, then `name = value`
+//! (`crate = path` too, though `crate` is a keyword).
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
@@ -17,6 +18,14 @@ impl Parse for Arg {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         if input.peek(LitStr) {
             return Ok(Arg::Rate(input.parse()?));
+        }
+        if input.peek(Token![crate]) {
+            // `crate = path`: `crate` is a keyword, not an identifier.
+            let kw: Token![crate] = input.parse()?;
+            input.parse::<Token![=]>()?;
+            let value: Expr = input.parse()?;
+            let name = Ident::new("crate", kw.span);
+            return Ok(Arg::Named { name, value });
         }
         let name: Ident = input.parse()?;
         input.parse::<Token![=]>()?;

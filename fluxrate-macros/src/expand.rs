@@ -37,13 +37,21 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn algorithm_path(a: Algorithm) -> TokenStream {
+/// The name of the facade's module for generated code, versioned as this crate is (the two
+/// are released together): a macro paired with another version of `fluxrate` fails to compile
+/// at once, naming the module, instead of calling an API that changed.
+pub(crate) fn private_module() -> String {
+    let version = env!("CARGO_PKG_VERSION").replace(['.', '-', '+'], "_");
+    format!("__private_{version}")
+}
+
+fn algorithm_path(private: &TokenStream, a: Algorithm) -> TokenStream {
     match a {
-        Algorithm::TokenBucket => quote!(::fluxrate::Algorithm::TokenBucket),
-        Algorithm::LeakyBucket => quote!(::fluxrate::Algorithm::LeakyBucket),
-        Algorithm::FixedWindow => quote!(::fluxrate::Algorithm::FixedWindow),
-        Algorithm::SlidingWindowCounter => quote!(::fluxrate::Algorithm::SlidingWindowCounter),
-        Algorithm::SlidingLog => quote!(::fluxrate::Algorithm::SlidingLog),
+        Algorithm::TokenBucket => quote!(#private::Algorithm::TokenBucket),
+        Algorithm::LeakyBucket => quote!(#private::Algorithm::LeakyBucket),
+        Algorithm::FixedWindow => quote!(#private::Algorithm::FixedWindow),
+        Algorithm::SlidingWindowCounter => quote!(#private::Algorithm::SlidingWindowCounter),
+        Algorithm::SlidingLog => quote!(#private::Algorithm::SlidingLog),
     }
 }
 
@@ -56,6 +64,9 @@ fn expand(c: &Config, f: ItemFn) -> TokenStream {
     } = f;
     let is_async = sig.asyncness.is_some();
     let keyed = c.key.is_some();
+    let krate = &c.krate;
+    let module = syn::Ident::new(&private_module(), proc_macro2::Span::call_site());
+    let private = quote!(#krate::#module);
 
     // The limiter: a lazily built static, or the user's.
     let limiter = match &c.source {
@@ -66,12 +77,12 @@ fn expand(c: &Config, f: ItemFn) -> TokenStream {
             burst,
             algorithm,
         } => {
-            let alg = algorithm_path(*algorithm);
+            let alg = algorithm_path(&private, *algorithm);
             let burst = match burst {
                 Some(b) => quote!(::core::option::Option::Some(#b)),
                 None => quote!(::core::option::Option::None),
             };
-            let spec = quote!(::fluxrate::__private::Spec {
+            let spec = quote!(#private::Spec {
                 calls: #calls,
                 period_ns: #period_ns,
                 burst: #burst,
@@ -79,14 +90,14 @@ fn expand(c: &Config, f: ItemFn) -> TokenStream {
             });
             if keyed {
                 quote! {
-                    static __FLUXRATE_LIMITER: ::fluxrate::__private::KeyedSlot =
-                        ::fluxrate::__private::KeyedSlot::new(#spec);
+                    static __FLUXRATE_LIMITER: #private::KeyedSlot =
+                        #private::KeyedSlot::new(#spec);
                     let __fluxrate_limiter = __FLUXRATE_LIMITER.get(__fluxrate_key);
                 }
             } else {
                 quote! {
-                    static __FLUXRATE_LIMITER: ::fluxrate::__private::DirectSlot =
-                        ::fluxrate::__private::DirectSlot::new(#spec);
+                    static __FLUXRATE_LIMITER: #private::DirectSlot =
+                        #private::DirectSlot::new(#spec);
                     let __fluxrate_limiter = __FLUXRATE_LIMITER.get();
                 }
             }
@@ -96,8 +107,8 @@ fn expand(c: &Config, f: ItemFn) -> TokenStream {
         quote! {
             let __fluxrate_key = {
                 #[allow(unused_imports)]
-                use ::fluxrate::__private::{ViaRef as _, ViaValue as _};
-                (&::fluxrate::__private::KeyRef(&(#k))).key()
+                use #private::{ViaRef as _, ViaValue as _};
+                (&#private::KeyRef(&(#k))).key()
             };
         }
     });
@@ -135,19 +146,19 @@ fn expand(c: &Config, f: ItemFn) -> TokenStream {
                 (false, false, None) => quote!(__fluxrate_limiter.blocking_wait()),
                 (false, true, None) => quote!(__fluxrate_limiter.blocking_wait_key(__fluxrate_key)),
                 (true, false, Some(t)) => quote!({
-                    use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
+                    use #private::{AcquireAsync as _, AcquireKeyAsync as _};
                     __fluxrate_limiter.acquire(#t).await
                 }),
                 (true, true, Some(t)) => quote!({
-                    use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
+                    use #private::{AcquireAsync as _, AcquireKeyAsync as _};
                     __fluxrate_limiter.acquire_key(__fluxrate_key, #t).await
                 }),
                 (true, false, None) => quote!({
-                    use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
+                    use #private::{AcquireAsync as _, AcquireKeyAsync as _};
                     __fluxrate_limiter.wait().await
                 }),
                 (true, true, None) => quote!({
-                    use ::fluxrate::{AcquireAsync as _, AcquireKeyAsync as _};
+                    use #private::{AcquireAsync as _, AcquireKeyAsync as _};
                     __fluxrate_limiter.wait_key(__fluxrate_key).await
                 }),
             };

@@ -3,7 +3,8 @@
 //! Use it through the `fluxrate` crate (`fluxrate::rate_limit`), whose documentation describes
 //! it in full. This crate only forwards to its three stages: `ast` parses the attribute,
 //! `valid` checks it (every error spanned on the offending token), `expand` writes the
-//! wrapped function, which calls the public API of `fluxrate` through `::fluxrate::__private`.
+//! wrapped function, which calls `fluxrate` only through its hidden module
+//! `__private_<version>` (at `::fluxrate`, or the path given by `crate = path`).
 
 mod ast;
 mod expand;

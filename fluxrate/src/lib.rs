@@ -54,9 +54,12 @@ pub mod http;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
+/// What `#[rate_limit]` generates calls into. Named by the version, which the macro crate
+/// shares: a macro and a facade of different releases fail to compile at once, naming this
+/// module (see `private::tests`).
 #[doc(hidden)]
 #[path = "private.rs"]
-pub mod __private;
+pub mod __private_0_1_0;
 
 /// Rate-limit a function: `#[rate_limit(calls = 10, period = 60)]` puts a limit in front of its
 /// body.
@@ -82,7 +85,7 @@ pub mod __private;
 /// | `"100/minute"` | the limit as a rate string (first, instead of `calls` and `period`) |
 /// | `calls = N` | calls per period (integer ≥ 1) |
 /// | `period = 60`, `0.5`, `"500ms"` | the period: seconds (integer or float) or a duration string |
-/// | `algorithm = "…"` | `token_bucket` (default), `leaky_bucket`, `fixed_window`, `sliding_window` (exact log), `sliding_window_counter`, `sliding_log` |
+/// | `algorithm = "…"` | `token_bucket` (default), `leaky_bucket`, `fixed_window`, `sliding_window` (exact log), `sliding_window_counter`, `sliding_log`, `gcra` (the token bucket): the names of [`Algorithm::NAMES`] |
 /// | `burst = N` | token bucket burst / leaky bucket queue (defaults to `calls`) |
 /// | `key = <expr>` | a per-key limit; any expression over the arguments (or `self`), evaluated before the body |
 /// | `on_limit = "error"` | (default) return `Err(From::from(RateLimited))`: the function must return `Result<T, E>` with `E: From<RateLimited>` |
@@ -90,13 +93,16 @@ pub mod __private;
 /// | `on_limit = "wait"` | block (or, in an `async fn` with the `tokio` feature, await) until admitted |
 /// | `timeout = 5`, `"250ms"` | with `"wait"`: give up at once, consuming nothing, if the wait would be longer; the function then returns `Err(From::from(TimeoutExceeded))` |
 /// | `limiter = PATH` | use a limiter you declared (a `static` [`std::sync::LazyLock`] of a [`RateLimiter`]): share one limit across functions, and reach it for [`stats`](RateLimiter::stats) and [`reset`](RateLimiter::reset) |
+/// | `crate = path` | where the generated code finds this crate (default `::fluxrate`): for a crate that renames the dependency or reaches it through a re-export (`crate = my_deps::fluxrate`; a string holding the path works too) |
 ///
 /// Every misuse is a compile error on the offending token: an unknown or duplicate option (with
 /// a suggestion), a missing `calls` or `period`, zero or negative values, a bad rate or duration
 /// string, an unknown algorithm, a return type that cannot carry the outcome, a `const fn`, an
 /// item that is not a function, or `limiter` combined with `calls` / `period`. The limit is
-/// built while compiling with the same code that builds it at run time, so a limit the
-/// attribute accepts always builds. On error, the function is still emitted unchanged, so the
+/// checked while compiling with the check its builder runs at run time
+/// ([`Algorithm::validate`], which allocates nothing), so a limit the attribute accepts always
+/// builds. The generated code calls this crate only through a hidden module named by its
+/// version: a `fluxrate-macros` of another release fails to compile at once. On error, the function is still emitted unchanged, so the
 /// rest of the crate keeps type-checking.
 ///
 /// # The limiter behind the attribute

@@ -1,7 +1,11 @@
 //! Support for the code `#[rate_limit]` generates. Not a public API: names and signatures may
 //! change in any release.
 
-use crate::{Algorithm, Quota, RateLimiter};
+pub use crate::Algorithm;
+#[cfg(feature = "tokio")]
+pub use crate::{AcquireAsync, AcquireKeyAsync};
+
+use crate::{Quota, RateLimiter};
 use core::any::Any;
 use core::hash::Hash;
 use std::sync::{Mutex, OnceLock};
@@ -169,5 +173,19 @@ impl<'a, T: ?Sized> ViaValue<'a> for KeyRef<'a, T> {
     #[inline]
     fn key(self) -> &'a T {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The module's name carries the version the macro crate names it by (both are released
+    /// together, at the workspace's version): bumping the version means renaming it.
+    #[test]
+    fn the_module_is_named_by_the_version() {
+        let version = env!("CARGO_PKG_VERSION").replace(['.', '-', '+'], "_");
+        assert_eq!(
+            module_path!(),
+            format!("fluxrate::__private_{version}::tests")
+        );
     }
 }

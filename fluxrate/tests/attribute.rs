@@ -280,3 +280,34 @@ fn shared_limiter_is_reachable_for_stats_and_reset() {
     SHARED.reset_key(&1);
     assert_eq!(write(1), Some(1));
 }
+
+/// A crate that reaches fluxrate through a re-export (or under another name) says where with
+/// `crate = path`; the generated code then names nothing at `::fluxrate`.
+mod through_a_reexport {
+    pub(crate) mod deps {
+        pub(crate) use fluxrate as limits;
+    }
+
+    #[fluxrate::rate_limit(calls = 1, period = 60, crate = self::deps::limits)]
+    pub(crate) fn once() -> Result<(), fluxrate::RateLimited> {
+        Ok(())
+    }
+
+    #[fluxrate::rate_limit(
+        calls = 1,
+        period = 60,
+        on_limit = "none",
+        crate = "crate::through_a_reexport::deps::limits"
+    )]
+    pub(crate) fn once_by_string() -> Option<u8> {
+        Some(1)
+    }
+}
+
+#[test]
+fn the_crate_option_finds_fluxrate_through_a_reexport() {
+    assert!(through_a_reexport::once().is_ok());
+    assert!(through_a_reexport::once().is_err());
+    assert_eq!(through_a_reexport::once_by_string(), Some(1));
+    assert_eq!(through_a_reexport::once_by_string(), None);
+}
