@@ -1,6 +1,6 @@
 //! D24–D25: real threads hammering one limiter, and panics in user code.
 //!
-//! `FLUXRATE_STRESS_OPS` sets the operations per thread (default 50,000; TESTING.md asks for
+//! `FLUXRATE_STRESS_OPS` sets the operations per thread (default 50,000; the plan asks for
 //! 10⁶ in release: `FLUXRATE_STRESS_OPS=1000000 cargo test --release --test concurrency`).
 
 use fluxrate_core::{
@@ -132,7 +132,7 @@ fn hammer(alg: Algorithm, q: Quota, tick_ns: u64) -> Run {
 
 /// Run `hammer` and check the bounds. Whether CAS retries happen depends on two workers
 /// being scheduled at once, which a loaded 2-core machine does not guarantee: the retries are
-/// reported here, and `d24_contention_is_observed` is the test that requires them.
+/// reported here, and `contention_is_observed` is the test that requires them.
 fn hammer_contended(alg: Algorithm, q: Quota, tick_ns: u64, check: impl Fn(&Run)) -> Run {
     let r = hammer(alg, q, tick_ns);
     check(&r);
@@ -153,7 +153,7 @@ fn report(name: &str, r: &Run) {
 /// Contention really happens: a token bucket that admits almost everything, so every check is
 /// a CAS; retried a few times in case the scheduler serialised a run.
 #[test]
-fn d24_contention_is_observed() {
+fn contention_is_observed() {
     let q = Quota::new(1, Duration::from_nanos(1)).with_burst(1 << 20);
     let mut retries = 0;
     for _ in 0..5 {
@@ -172,7 +172,7 @@ fn d24_contention_is_observed() {
 }
 
 #[test]
-fn d24_token_bucket_stress() {
+fn token_bucket_stress() {
     let (t, b) = (1u64, 1_000u64);
     let q = Quota::new(1, Duration::from_nanos(t)).with_burst(b);
     let r = hammer_contended(Algorithm::TokenBucket, q, 997, |r| {
@@ -183,7 +183,7 @@ fn d24_token_bucket_stress() {
 }
 
 #[test]
-fn d24_leaky_bucket_stress_departures_one_per_interval() {
+fn leaky_bucket_stress_departures_one_per_interval() {
     let (t, cap) = (1u64, 1_000u64);
     let q = Quota::new(1, Duration::from_nanos(t)).with_burst(cap);
     // Departures are spaced by at least T: P1 with b = 1 over departure times.
@@ -194,7 +194,7 @@ fn d24_leaky_bucket_stress_departures_one_per_interval() {
 }
 
 #[test]
-fn d24_fixed_window_stress() {
+fn fixed_window_stress() {
     let (l, w) = (1_000u64, 2_000u64);
     let r = hammer(
         Algorithm::FixedWindow,
@@ -206,7 +206,7 @@ fn d24_fixed_window_stress() {
 }
 
 #[test]
-fn d24_sliding_window_counter_stress() {
+fn sliding_window_counter_stress() {
     let (l, w) = (1_000u64, 2_000u64);
     let q = Quota::new(l, Duration::from_nanos(w));
     let r = hammer_contended(Algorithm::SlidingWindowCounter, q, 997, |r| {
@@ -217,7 +217,7 @@ fn d24_sliding_window_counter_stress() {
 }
 
 #[test]
-fn d24_sliding_log_stress() {
+fn sliding_log_stress() {
     let (l, w) = (1_000u64, 2_000u64);
     let r = hammer(
         Algorithm::SlidingLog,
@@ -231,7 +231,7 @@ fn d24_sliding_log_stress() {
 /// Eviction racing decisions on real threads: a sweeper drops idle keys in a loop while workers
 /// check the same few keys; P1 must hold per key (a live key is never dropped).
 #[test]
-fn d24_keyed_store_with_concurrent_sweeps() {
+fn keyed_store_with_concurrent_sweeps() {
     let (t, b) = (2_000u64, 5u64);
     let clock = ManualClock::new();
     let limiter = RateLimiter::builder(Quota::new(1, Duration::from_nanos(t)).with_burst(b))
@@ -310,7 +310,7 @@ impl Clock for FlakyClock {
 /// D25: panics in a key's Hash or in the clock leave the limiter usable: no deadlock, no lost
 /// state for other keys, no consumption by the panicking call.
 #[test]
-fn d25_panics_in_user_code_leave_the_limiter_usable() {
+fn panics_in_user_code_leave_the_limiter_usable() {
     let limiter = RateLimiter::builder(Quota::per_minute(2))
         .clock(ManualClock::new())
         .keyed::<Touchy>()
@@ -357,7 +357,7 @@ fn d25_panics_in_user_code_leave_the_limiter_usable() {
 /// that kept its own would admit into slots nobody else sees). Races are what this test is
 /// for, but it cannot tell whether one happened: the loom models are the proof.
 #[test]
-fn d24_sliding_log_threads_grow_one_ring_at_once() {
+fn sliding_log_threads_grow_one_ring_at_once() {
     use fluxrate_core::{RateAlgorithm, SlidingLog};
     use std::sync::atomic::AtomicUsize;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

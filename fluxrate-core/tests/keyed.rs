@@ -1,6 +1,7 @@
 //! E27–E30: the keyed store. Memory under a key flood (with a counting allocator), eviction
 //! invisibility, the `max_keys` cap, per-key independence, borrowed lookups, hashing.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use common::cases;
@@ -80,7 +81,7 @@ fn flood_keys() -> u64 {
 /// E27: 1M distinct u128 keys from two threads; bytes per key; then, once they are idle, a
 /// sweep drops them all and gives the memory back.
 #[test]
-fn e27_key_flood_memory_is_returned_after_sweep() {
+fn key_flood_memory_is_returned_after_sweep() {
     let _guard = serial();
     let keys = flood_keys();
     let clock = ManualClock::new();
@@ -160,7 +161,7 @@ proptest! {
 
     /// E28 (K1): safe evictions (sweeps at random points) never change a decision.
     #[test]
-    fn e28_eviction_is_invisible(
+    fn eviction_is_invisible(
         alg in prop::sample::select(Algorithm::ALL.to_vec()),
         ops in prop::collection::vec((0u64..400_000_000, 0u8..6, any::<bool>()), 1..200),
     ) {
@@ -210,7 +211,7 @@ proptest! {
 /// The unsafe-eviction mutant (dropping a live key) is visible: it re-opens a burst. This is
 /// why the store only drops idle cells, and why the test above can tell.
 #[test]
-fn e28_unsafe_eviction_would_reopen_a_burst() {
+fn unsafe_eviction_would_reopen_a_burst() {
     let _guard = serial();
     let clock = ManualClock::new();
     let l = RateLimiter::builder(Quota::per_second(2))
@@ -228,7 +229,7 @@ fn e28_unsafe_eviction_would_reopen_a_burst() {
 /// E29 (K3): with max_keys = 10k and a flood of new keys, 100 hot keys are never evicted and
 /// never over-admitted; new keys are refused with a retry-after, memory stays bounded.
 #[test]
-fn e29_capacity_cap_never_evicts_live_keys() {
+fn capacity_cap_never_evicts_live_keys() {
     let _guard = serial();
     let clock = ManualClock::new();
     let base = live();
@@ -412,7 +413,7 @@ fn per_key_and_limiter_stats() {
 /// E30 (a): two limiters seed their hashers differently, so an attacker cannot precompute
 /// colliding keys for all instances.
 #[test]
-fn e30_hasher_is_randomly_seeded_per_limiter() {
+fn hasher_is_randomly_seeded_per_limiter() {
     let _guard = serial();
     let (h1, h2) = (KeyHasher::new(), KeyHasher::new());
     let differing = (0u64..1_000)

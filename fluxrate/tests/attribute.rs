@@ -1,4 +1,4 @@
-//! `#[rate_limit]` behaviour, mirroring the Python decorator's tests, plus TESTING.md G41–G42.
+//! `#[rate_limit]` behaviour, mirroring the Python decorator's tests, plus G41–G42 (TESTS.md).
 
 use fluxrate::{
     rate_limit, Clock, ManualClock, NotKeyed, Quota, RateLimited, RateLimiter, TimeoutExceeded,

@@ -15,29 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::{Layer, Service, ServiceExt};
 
-/// The inner service: always 200 "ok".
-#[derive(Clone)]
-struct Ok200;
+/// The inner service's future.
+type OkFuture = std::future::Ready<Result<Response<String>, Infallible>>;
 
-impl Service<Request<()>> for Ok200 {
-    type Response = Response<String>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
+/// The inner service: always 200 "ok" (a named type, for the functions that return a layer).
+type OkService = tower::util::ServiceFn<fn(Request<()>) -> OkFuture>;
 
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<()>) -> Self::Future {
+fn ok_service() -> OkService {
+    fn ok(_: Request<()>) -> OkFuture {
         std::future::ready(Ok(Response::new("ok".to_owned())))
     }
-}
-
-fn ok_service() -> Ok200 {
-    Ok200
+    tower::service_fn(ok as fn(Request<()>) -> OkFuture)
 }
 
 fn req_from(ip: [u8; 4]) -> Request<()> {

@@ -15,25 +15,17 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use tower::{Layer, Service, ServiceExt};
 
-/// The inner service: always 200 "ok".
-#[derive(Clone)]
-struct Ok200;
+/// The inner service's future.
+type OkFuture = std::future::Ready<Result<Response<String>, Infallible>>;
 
-impl Service<Request<()>> for Ok200 {
-    type Response = Response<String>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
+/// The inner service: always 200 "ok" (a named type, for the functions that return a layer).
+type OkService = tower::util::ServiceFn<fn(Request<()>) -> OkFuture>;
 
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<()>) -> Self::Future {
+fn ok_service() -> OkService {
+    fn ok(_: Request<()>) -> OkFuture {
         std::future::ready(Ok(Response::new("ok".to_owned())))
     }
+    tower::service_fn(ok as fn(Request<()>) -> OkFuture)
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -59,12 +51,12 @@ fn headers(list: &[(&'static str, &[u8])]) -> HeaderMap {
     req("192.0.2.1", list).headers().clone()
 }
 
-/// A `Quota::per_hour(1)` layer keyed by `key` around [`Ok200`].
-fn one_per_hour(key: impl KeyExtractor) -> RateLimit<Ok200> {
+/// A `Quota::per_hour(1)` layer keyed by `key` around [`ok_service`].
+fn one_per_hour(key: impl KeyExtractor) -> RateLimit<OkService> {
     RateLimitLayer::new()
         .limit("client", Quota::per_hour(1), key)
         .unwrap()
-        .layer(Ok200)
+        .layer(ok_service())
 }
 
 /// The status codes `svc` answers `reqs` with, in order.

@@ -1,4 +1,4 @@
-//! The Redis backend against real `redis-server` processes (TESTING.md F31–F37).
+//! The Redis backend against real `redis-server` processes (F31–F37 in TESTS.md).
 
 mod redis_support;
 

@@ -1,4 +1,4 @@
-//! Compile-time behaviour of `#[rate_limit]` (TESTING.md G40): what compiles, and the error
+//! Compile-time behaviour of `#[rate_limit]` (G40 in TESTS.md): what compiles, and the error
 //! every misuse gets, spanned on the offending token. Snapshots in `ui/fail/*.stderr`; after a
 //! deliberate change of a message, regenerate them with `TRYBUILD=overwrite`.
 //! Run on one toolchain (the one `rust-version` and CI use): rustc's own wording changes.

@@ -1,4 +1,4 @@
-//! loom models of every atomic state machine in fluxrate-core (TESTING.md D18–D22).
+//! loom models of every atomic state machine in fluxrate-core (D18–D22 in TESTS.md).
 //!
 //! Build and run with:
 //!
@@ -92,22 +92,22 @@ fn gcra_counting(threads: usize, burst: u64, mixed: bool) {
 }
 
 #[test]
-fn d18_gcra_counting_2_threads_burst_1() {
+fn gcra_counting_2_threads_burst_1() {
     gcra_counting(2, 1, false);
 }
 
 #[test]
-fn d18_gcra_counting_2_threads_burst_2() {
+fn gcra_counting_2_threads_burst_2() {
     gcra_counting(2, 2, false);
 }
 
 #[test]
-fn d18_gcra_counting_3_threads_burst_2() {
+fn gcra_counting_3_threads_burst_2() {
     gcra_counting(3, 2, false);
 }
 
 #[test]
-fn d18_gcra_allow_racing_check_3_threads_burst_2() {
+fn gcra_allow_racing_check_3_threads_burst_2() {
     gcra_counting(3, 2, true);
 }
 
@@ -158,11 +158,11 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 }
 
 #[test]
-fn d19_gcra_outcomes_are_linearizable() {
+fn gcra_outcomes_are_linearizable() {
     // Different timestamps and weights: different orders give different outcomes.
     let ops: Vec<(u64, u64)> = vec![(100, 2), (105, 1), (95, 1)];
     let (t, b) = (10u64, 2u64);
-    model("d19_gcra_outcomes_are_linearizable", move || {
+    model("gcra_outcomes_are_linearizable", move || {
         let tb = Arc::new(TokenBucket::new(&quota(1, t, b)).unwrap());
         let s = Arc::new(GcraState::new());
         let (tb2, s2, ops2) = (tb.clone(), s.clone(), ops.clone());
@@ -185,8 +185,8 @@ fn d19_gcra_outcomes_are_linearizable() {
 // ---- D20: leaky-bucket reservation and refund --------------------------------------------
 
 #[test]
-fn d20_reservation_refund_conserves_capacity() {
-    model("d20_reservation_refund_conserves_capacity", || {
+fn reservation_refund_conserves_capacity() {
+    model("reservation_refund_conserves_capacity", || {
         let lb = Arc::new(LeakyBucket::new(&quota(1, 10, 3)).unwrap());
         let s = Arc::new(GcraState::new());
         // Thread 0 reserves and cancels; thread 1 reserves and keeps it.
@@ -211,9 +211,9 @@ fn d20_reservation_refund_conserves_capacity() {
 // ---- D21: fixed window at a boundary -----------------------------------------------------------
 
 #[test]
-fn d21_fixed_window_stale_reader_never_resets_a_newer_window() {
+fn fixed_window_stale_reader_never_resets_a_newer_window() {
     model(
-        "d21_fixed_window_stale_reader_never_resets_a_newer_window",
+        "fixed_window_stale_reader_never_resets_a_newer_window",
         || {
             let fw = Arc::new(FixedWindow::new(&quota(1, 100, 1)).unwrap());
             let s = Arc::new(FixedWindowState::new());
@@ -565,7 +565,7 @@ fn store_model(cas_after_unlock: bool, no_sweep_floor: bool, evict_at: u64, chec
 }
 
 #[test]
-fn d22_eviction_racing_two_acquirers() {
+fn eviction_racing_two_acquirers() {
     // Sweeper at 10 (the cell is idle), acquirers at 10 and with stale clocks at 5.
     store_model(false, false, 10, 10);
     store_model(false, false, 10, 5);

@@ -1,18 +1,18 @@
 //! Fuzz every algorithm with arbitrary configurations, operation sequences and clock readings
-//! (TESTING.md B11). Oracles: no panic anywhere; GCRA equals the I.371 reference and satisfies
+//! (B11 in TESTS.md). Oracles: no panic anywhere; GCRA equals the I.371 reference and satisfies
 //! the arrival curve; the fixed window equals its reference in any time order; the sliding log
 //! never holds more than `calls` in any window; the counter and the log equal their references
 //! while time is monotone; the keyed store agrees with its sequential reference model
-//! (`tests/common/store_model.rs`) on histories of checks, floods, sweeps and resets.
+//! (`tests/it/common/store_model.rs`) on histories of checks, floods, sweeps and resets.
 //!
 //! ```text
 //! cd fluxrate-core/fuzz && cargo +nightly fuzz run algorithms -- -max_total_time=60
 //! ```
 #![no_main]
 
-#[path = "../../tests/common/refs.rs"]
+#[path = "../../tests/it/common/refs.rs"]
 mod refs;
-#[path = "../../tests/common/store_model.rs"]
+#[path = "../../tests/it/common/store_model.rs"]
 mod store_model;
 
 use fluxrate_core::{
@@ -231,7 +231,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = clock.now();
     }
 
-    // The keyed store against its sequential model (tests/common/store_model.rs), on the same
+    // The keyed store against its sequential model (tests/it/common/store_model.rs), on the same
     // bytes read as a history: a small max_keys, either overflow policy, checks, floods of new
     // keys, time steps, sweeps and resets. Any disagreement is a bug (a new key refused room
     // while a held key is idle, a live key forgotten, a wrong retry-after).

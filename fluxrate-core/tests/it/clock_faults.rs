@@ -1,9 +1,7 @@
 //! C14–C17: clocks that jump backwards, jump forwards, disagree between threads, and the same
 //! trace through different clock implementations.
 
-mod common;
-
-use common::{cases, check_arrival_curve};
+use crate::common::{bucket, cases, check_arrival_curve, xorshift};
 use fluxrate_core::{
     Algorithm, CachedClock, Clock, GcraState, ManualClock, MonotonicClock, Quota, RateAlgorithm,
     RateLimiter, Refusal, TokenBucket,
@@ -11,17 +9,13 @@ use fluxrate_core::{
 use proptest::prelude::*;
 use std::time::Duration;
 
-fn bucket(t: u64, b: u64) -> TokenBucket {
-    TokenBucket::new(&Quota::new(1, Duration::from_nanos(t)).with_burst(b)).unwrap()
-}
-
 proptest! {
     #![proptest_config(cases(500))]
 
     /// C14: random backward jumps of up to 10·T. P1 holds over the timestamps used, and after a
     /// jump of J a greedy client is denied for at most J + T of new clock time.
     #[test]
-    fn c14_backward_jumps_never_over_admit_and_recover(
+    fn backward_jumps_never_over_admit_and_recover(
         t in 1u64..1_000,
         b in 1u64..10,
         jumps in prop::collection::vec((1u64..10, 0u64..50), 1..20),
@@ -64,7 +58,7 @@ proptest! {
 
 /// C15: after an idle time of 10⁶·T, exactly b are admitted at the jump instant (no catch-up).
 #[test]
-fn c15_forward_jump_admits_exactly_burst() {
+fn forward_jump_admits_exactly_burst() {
     for alg in [Algorithm::TokenBucket, Algorithm::LeakyBucket] {
         for (t, b) in [(1u64, 1u64), (1_000, 5), (1_000_000, 50)] {
             let clock = ManualClock::new();
@@ -97,7 +91,7 @@ fn c15_forward_jump_admits_exactly_burst() {
 /// C16: per-thread clock skew (each "thread" reads global time + its own offset, |offset| ≤ δ).
 /// In true time, any window of length len holds at most b + ⌊(len + 2δ)/T⌋ cells.
 #[test]
-fn c16_per_thread_skew_excess_is_bounded_by_two_delta() {
+fn per_thread_skew_excess_is_bounded_by_two_delta() {
     let (t, b) = (1_000u64, 4u64);
     let mut report = Vec::new();
     for delta in [0u64, 500, 1_000, 5_000, 20_000] {
@@ -109,14 +103,11 @@ fn c16_per_thread_skew_excess_is_bounded_by_two_delta() {
             .zip([1u64, 1, 0, 2])
             .map(|(sign, k)| sign * (delta / 2 * k) as i64)
             .collect();
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         let mut true_times = Vec::new();
         let base = 10 * delta + 1_000_000;
         for step in 0..20_000u64 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let thread = (seed % 4) as usize;
+            let thread = (next() % 4) as usize;
             let true_now = base + step * (t / 4);
             let seen = (true_now as i64 + offsets[thread]) as u64;
             if tb.check(&s, seen, 1).is_ok() {
@@ -146,7 +137,7 @@ fn c16_per_thread_skew_excess_is_bounded_by_two_delta() {
 /// C17: the same trace through the limiter with a manual clock and through the raw algorithm
 /// with the same timestamps gives identical decisions; real clocks are monotone and wait right.
 #[test]
-fn c17_clock_implementations_agree() {
+fn clock_implementations_agree() {
     let q = Quota::per_second(3);
     let tb = TokenBucket::new(&q).unwrap();
     let raw = GcraState::new();
@@ -155,12 +146,9 @@ fn c17_clock_implementations_agree() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut seed = 7u64;
+    let mut next = xorshift(7);
     for _ in 0..10_000 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        clock.advance_ns((seed >> 33) % 200_000_000);
+        clock.advance_ns(next() % 200_000_000);
         let now = clock.now();
         assert_eq!(l.check().is_ok(), tb.check(&raw, now, 1).is_ok());
     }

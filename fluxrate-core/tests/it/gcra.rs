@@ -1,20 +1,11 @@
-//! GCRA conformance: TESTING.md A1–A4 and A8 (token bucket, reservations, leaky-bucket shaper).
+//! GCRA conformance (A1–A4 and A8 in TESTS.md) (token bucket, reservations, leaky-bucket shaper).
 
-mod common;
-
-use common::{cases, check_arrival_curve, Cslb, RefDecision, ShaperRef, Vsa};
+use crate::common::{bucket, cases, check_arrival_curve, Cslb, RefDecision, ShaperRef, Vsa};
 use fluxrate_core::{
     GcraState, LeakyBucket, ManualClock, Quota, RateAlgorithm, RateLimiter, Refusal, TokenBucket,
 };
 use proptest::prelude::*;
 use std::time::Duration;
-
-/// A token bucket with emission interval exactly `t` ns and burst `b`.
-fn bucket(t: u64, b: u64) -> TokenBucket {
-    let tb = TokenBucket::new(&Quota::new(1, Duration::from_nanos(t)).with_burst(b)).unwrap();
-    assert_eq!(tb.emission_interval_ns(), t);
-    tb
-}
 
 proptest! {
     #![proptest_config(cases(2000))]
@@ -22,7 +13,7 @@ proptest! {
     /// A1: decisions and NotUntil equal both I.371 references, including backward clock jumps;
     /// the admitted cells satisfy the arrival curve P1.
     #[test]
-    fn a1_matches_i371_references_and_arrival_curve(
+    fn matches_i371_references_and_arrival_curve(
         t in 1u64..5_000,
         b in 1u64..20,
         ops in prop::collection::vec((0u64..20_000, 1u64..25, any::<bool>()), 1..300),
@@ -57,7 +48,7 @@ proptest! {
     /// A2: after exhausting the bucket, every instant before the retry-after is denied and the
     /// retry-after instant itself is admitted (governor `accurate_not_until`).
     #[test]
-    fn a2_exact_retry_after(t in 1u64..100_000, b in 1u64..20, n in 0u64..20, steps in 1u64..10, start in 0u64..1_000_000) {
+    fn retry_after_is_exact(t in 1u64..100_000, b in 1u64..20, n in 0u64..20, steps in 1u64..10, start in 0u64..1_000_000) {
         let n = 1 + n % b;
         let tb = bucket(t, b);
         let s = GcraState::new();
@@ -76,7 +67,7 @@ proptest! {
 
     /// A3: a greedy client retrying exactly at NotUntil gets ⌊(H+τ)/T⌋+1 cells in [0, H].
     #[test]
-    fn a3_greedy_client_gets_exactly_the_bound(t in 1u64..10_000, b in 1u64..50, horizon in 0u64..1_000_000) {
+    fn greedy_client_gets_exactly_the_bound(t in 1u64..10_000, b in 1u64..50, horizon in 0u64..1_000_000) {
         let tb = bucket(t, b);
         let s = GcraState::new();
         let mut now = 0;
@@ -95,7 +86,7 @@ proptest! {
     /// A4: a denial (too early, or n > b) leaves the TAT bit-identical, and NEVER is told
     /// apart from NotUntil.
     #[test]
-    fn a4_denials_have_no_side_effects(t in 1u64..10_000, b in 1u64..20, fill in 0u64..40, at in 0u64..100_000, n in 1u64..40) {
+    fn denials_have_no_side_effects(t in 1u64..10_000, b in 1u64..20, fill in 0u64..40, at in 0u64..100_000, n in 1u64..40) {
         let tb = bucket(t, b);
         let s = GcraState::new();
         for _ in 0..fill {
@@ -119,7 +110,7 @@ proptest! {
     /// FIFO, within W; a refusal beyond W changes nothing; departures satisfy P1 and the
     /// outstanding reservations never exceed ⌊(W+τ)/T⌋ + 1.
     #[test]
-    fn a8_reservations_are_greedy_fifo_and_bounded(
+    fn reservations_are_greedy_fifo_and_bounded(
         t in 1u64..5_000,
         b in 1u64..10,
         w in 0u64..50_000,
@@ -167,7 +158,7 @@ proptest! {
     /// A8 (leaky bucket): queue delays equal the shaper reference, departures are spaced by
     /// at least T, the queue never holds more than `capacity`, and a full queue changes nothing.
     #[test]
-    fn a8_leaky_bucket_shapes_like_the_reference(
+    fn leaky_bucket_shapes_like_the_reference(
         t in 1u64..5_000,
         cap in 1u64..10,
         ops in prop::collection::vec((0u64..3_000, 1u64..4), 1..200),

@@ -2,9 +2,7 @@
 //! against a full store, and the store against its sequential reference model
 //! (`common/store_model.rs`) on random histories.
 
-mod common;
-
-use common::{cases, run_history, Op};
+use crate::common::{cases, run_history, Op};
 use fluxrate_core::{Clock, ManualClock, OverflowPolicy, Quota, RateLimiter};
 use proptest::prelude::*;
 use std::time::Duration;

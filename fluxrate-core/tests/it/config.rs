@@ -1,5 +1,5 @@
 //! B9–B13: bad inputs, arithmetic at the edges, long uptimes, waits with odd timeouts.
-//! Run in both profiles: `cargo test --test config` and `cargo test --release --test config`.
+//! Run in both profiles: `cargo test --test it -- config::` and `cargo test --release --test it -- config::`.
 
 use fluxrate_core::{
     AcquireError, Algorithm, Clock, ConfigError, Denied, FixedWindow, FixedWindowState, GcraState,
@@ -14,7 +14,7 @@ const YEAR: u64 = 365 * 86_400;
 /// B9: the constructor matrix. Every combination is either a typed error or a limiter whose
 /// greedy admissions over a long fake horizon stay within P1 and whose rate is ≤ configured.
 #[test]
-fn b9_constructor_matrix_never_panics_nor_fails_open() {
+fn constructor_matrix_never_panics_nor_fails_open() {
     let rates = [
         0.0,
         -1.0,
@@ -143,7 +143,7 @@ fn greedy_stays_within_bound(
 
 /// B10: runtime arithmetic at the edges never panics, never wraps, never lowers a TAT.
 #[test]
-fn b10_runtime_overflow_is_refused_not_wrapped() {
+fn runtime_overflow_is_refused_not_wrapped() {
     let quotas = [
         Quota::new(1, Duration::from_nanos(1)),
         Quota::new(1, Duration::from_nanos(u64::MAX / 4)).with_burst(3),
@@ -219,7 +219,7 @@ impl Clock for FixedReading {
 /// B11: readings at the end of time (2^64 − 1 ns) and after a 2^63 ns offset: no panic, and
 /// never "admitted forever".
 #[test]
-fn b11_long_uptime_readings() {
+fn readings_at_the_end_of_time_neither_panic_nor_admit_forever() {
     for alg in Algorithm::ALL {
         let l = RateLimiter::builder(Quota::per_second(5))
             .algorithm(alg)
@@ -247,7 +247,7 @@ fn b11_long_uptime_readings() {
 /// B13: odd timeouts. ZERO is a try; MAX does not overflow; a deadline shorter than the wait is
 /// refused at once without consuming; n above capacity is refused at once.
 #[test]
-fn b13_wait_timeouts() {
+fn waits_with_odd_timeouts() {
     for alg in Algorithm::ALL {
         let clock = ManualClock::new();
         let l = RateLimiter::builder(Quota::per_second(2))
@@ -290,7 +290,7 @@ fn b13_wait_timeouts() {
 
 /// B13 with the real clock: immediate refusals really are immediate, and a short wait works.
 #[test]
-fn b13_real_clock_refusals_do_not_sleep() {
+fn real_clock_refusals_do_not_sleep() {
     let l = RateLimiter::builder(Quota::per_second(1)).build().unwrap();
     assert!(l.blocking_acquire(Duration::ZERO).is_ok());
     let start = std::time::Instant::now();

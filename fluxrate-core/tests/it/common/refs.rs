@@ -1,7 +1,7 @@
 //! Independent sequential reference models (u128 arithmetic) and the window checkers.
 //!
 //! None of this shares code with the implementation: each model is written from the
-//! definitions in `../shared/TESTING.md` §1. No dependencies, so that the fuzz target can
+//! definitions of the test plan (TESTS.md). No dependencies, so that the fuzz target can
 //! include this file too.
 #![allow(dead_code, unreachable_pub)]
 

@@ -1,19 +1,12 @@
 //! A7: window algorithms against their references, with their documented bounds shown tight.
 //! F1/F2 (fixed window), L1/L2 (sliding log), C1/C2 (sliding window counter).
 
-mod common;
-
-use common::{cases, max_in_half_open_window, FixedRef, LogRef, SwcRef};
+use crate::common::{cases, max_in_half_open_window, quota, FixedRef, LogRef, SwcRef};
 use fluxrate_core::{
-    FixedWindow, FixedWindowState, Quota, RateAlgorithm, Refusal, SlidingLog, SlidingWindowCounter,
+    FixedWindow, FixedWindowState, RateAlgorithm, Refusal, SlidingLog, SlidingWindowCounter,
     SlidingWindowCounterState,
 };
 use proptest::prelude::*;
-use std::time::Duration;
-
-fn quota(l: u64, w: u64) -> Quota {
-    Quota::new(l, Duration::from_nanos(w))
-}
 
 /// Count admissions per aligned window.
 fn max_per_aligned_window(admitted: &[(u64, u64)], w: u64) -> u64 {
@@ -163,7 +156,7 @@ fn fixed_window_boundary_burst_reaches_2l() {
     }
 }
 
-/// C2 is tight: the adversary of TESTING.md §1.5 gets exactly 2L − 1 into one window.
+/// C2 is tight: the adversary who puts all `L` at the very end of one window gets exactly 2L − 1 into one window.
 #[test]
 fn sliding_window_counter_adversary_gets_2l_minus_1() {
     for (l, w) in [(10u64, 1_000u64), (100, 10_000), (1_000, 100_000)] {

@@ -1,9 +1,7 @@
 //! `allow` (the yes/no fast path that skips metadata) decides exactly like `check`, and leaves
 //! the same state, for every algorithm, direct and keyed, in any time order.
 
-mod common;
-
-use common::cases;
+use crate::common::cases;
 use fluxrate_core::{Algorithm, ManualClock, Quota, RateLimiter};
 use proptest::prelude::*;
 

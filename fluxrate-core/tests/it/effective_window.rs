@@ -4,9 +4,7 @@
 //! admitted at `now + w`. This is what makes the HTTP layer's draft-11 `RateLimit` `r`/`t`
 //! honest (the layer rounds `w` down to whole seconds).
 
-mod common;
-
-use common::cases;
+use crate::common::cases;
 use fluxrate_core::{Algorithm, ManualClock, Quota, RateLimiter};
 use proptest::prelude::*;
 use std::time::Duration;
