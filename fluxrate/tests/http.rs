@@ -200,24 +200,30 @@ async fn dry_run_never_refuses_but_reports() {
     }
 }
 
+/// A request from user `u` (the `x-user` header).
+fn as_user(u: &str) -> Request<()> {
+    let mut r = Request::new(());
+    r.headers_mut().insert("x-user", u.parse().unwrap());
+    r
+}
+
+/// A "user" limit keyed by `x-user` in front of a "global" one.
+fn user_then_global(
+    per_user: Arc<RateLimiter<RequestKey>>,
+    global: Quota,
+) -> fluxrate::http::RateLimit<OkService> {
+    RateLimitLayer::new()
+        .limiter("user", per_user, Header(HeaderName::from_static("x-user")))
+        .unwrap()
+        .limit("global", global, Global)
+        .unwrap()
+        .layer(ok_service())
+}
+
 #[tokio::test]
 async fn several_limits_are_all_or_nothing() {
     let per_user = Arc::new(RateLimiter::<RequestKey>::keyed(Quota::per_hour(10)).unwrap());
-    let layer = RateLimitLayer::new()
-        .limiter(
-            "user",
-            per_user.clone(),
-            Header(HeaderName::from_static("x-user")),
-        )
-        .unwrap()
-        .limit("global", Quota::per_hour(2), Global)
-        .unwrap();
-    let svc = layer.layer(ok_service());
-    let as_user = |u: &str| {
-        let mut r = Request::new(());
-        r.headers_mut().insert("x-user", u.parse().unwrap());
-        r
-    };
+    let svc = user_then_global(per_user.clone(), Quota::per_hour(2));
     assert_eq!(status_of(&svc, as_user("a")).await, StatusCode::OK);
     assert_eq!(status_of(&svc, as_user("b")).await, StatusCode::OK);
     let r = svc.clone().oneshot(as_user("a")).await.unwrap();
@@ -253,21 +259,7 @@ async fn a_shared_cell_admission_is_given_back_when_a_later_limit_refuses() {
             .build()
             .unwrap(),
     );
-    let layer = RateLimitLayer::new()
-        .limiter(
-            "user",
-            per_user.clone(),
-            Header(HeaderName::from_static("x-user")),
-        )
-        .unwrap()
-        .limit("global", Quota::per_hour(1), Global)
-        .unwrap();
-    let svc = layer.layer(ok_service());
-    let as_user = |u: &str| {
-        let mut r = Request::new(());
-        r.headers_mut().insert("x-user", u.parse().unwrap());
-        r
-    };
+    let svc = user_then_global(per_user.clone(), Quota::per_hour(1));
     // "a" holds the store's only key and the global quota's one request.
     assert_eq!(status_of(&svc, as_user("a")).await, StatusCode::OK);
     for u in ["b", "c", "d"] {
