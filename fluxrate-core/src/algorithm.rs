@@ -153,7 +153,8 @@ impl FromStr for Algorithm {
 /// or none because the store was full of live keys.
 ///
 /// A direct (unkeyed) limiter's decisions are always [`Own`](Self::Own), and so are a remote
-/// backend's.
+/// backend's own (fluxrate's Redis limiter); its local fallback is a keyed limiter, whose
+/// answers may say [`Shared`](Self::Shared).
 ///
 /// ```
 /// use fluxrate_core::{KeyCell, ManualClock, OverflowPolicy, Quota, RateLimiter};

@@ -24,10 +24,15 @@ pub(crate) enum AllOrNothing<T, E> {
 /// newest first, what each earlier limit took (`give_back(j, taken)` answers with it and
 /// whether it came back).
 ///
+/// What the limits decided so far took waits in `taken`, which the caller owns: if the routine's
+/// future is dropped half-way (a caller that stops waiting on a remote limit), the caller gives
+/// back what is still there. The routine leaves `taken` empty when it completes.
+///
 /// A limit decided in process answers with a future that is ready at once (no await point), so
 /// the whole routine completes on its first poll when every limit is local (see
 /// [`poll_once`]).
 pub(crate) async fn all_or_nothing<T, E, D, G>(
+    taken: &mut Vec<T>,
     count: usize,
     mut decide: impl FnMut(usize) -> D,
     mut give_back: impl FnMut(usize, T) -> G,
@@ -36,7 +41,8 @@ where
     D: Future<Output = Result<T, E>>,
     G: Future<Output = (T, bool)>,
 {
-    let mut taken = Vec::with_capacity(count);
+    taken.clear();
+    taken.reserve(count);
     for index in 0..count {
         match decide(index).await {
             Ok(t) => taken.push(t),
@@ -54,7 +60,7 @@ where
             }
         }
     }
-    AllOrNothing::Admitted(taken)
+    AllOrNothing::Admitted(core::mem::take(taken))
 }
 
 #[cfg(any(feature = "tower", test))]
@@ -102,7 +108,9 @@ mod tests {
                 for kept in 0..(1u32 << count) {
                     let admits_at = |i: usize| admits >> i & 1 == 1;
                     let log = RefCell::new(Vec::new());
+                    let mut taken = Vec::new();
                     let fut = all_or_nothing(
+                        &mut taken,
                         count,
                         |i| {
                             log.borrow_mut().push(format!("decide {i}"));
@@ -151,6 +159,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Dropped while a later limit is pending, the routine leaves what the earlier limits took
+    /// with the caller (who gives it back).
+    #[test]
+    fn a_dropped_decision_leaves_what_was_taken_with_the_caller() {
+        let mut taken = Vec::new();
+        {
+            let mut pending_at_1 = Some(());
+            let fut = all_or_nothing(
+                &mut taken,
+                3,
+                |i| {
+                    let wait = i == 1 && pending_at_1.take().is_some();
+                    std::future::poll_fn(move |_| {
+                        if wait {
+                            Poll::Pending
+                        } else {
+                            Poll::Ready(Ok::<_, ()>(i))
+                        }
+                    })
+                },
+                |_, t: usize| std::future::ready((t, true)),
+            );
+            let mut fut = Box::pin(fut);
+            assert!(poll_once(fut.as_mut()).is_pending());
+        }
+        assert_eq!(taken, [0], "limit 0's admission stays with the caller");
     }
 
     /// A future that waits is reported pending, and completes when polled again.

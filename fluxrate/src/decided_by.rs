@@ -8,8 +8,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DecidedBy {
-    /// An in-process limiter (an HTTP limit built with `limit` or `limiter`).
-    Local,
+    /// An in-process limiter (an HTTP limit built with `limit` or `limiter`). Named apart
+    /// from [`LocalFallback`](Self::LocalFallback) so that neither reads as the other (the
+    /// Redis limiter's `Local` of earlier releases is `LocalFallback`).
+    InProcess,
     /// The script, in Redis.
     Redis,
     /// Redis could not decide and the failure policy `FailOpen` admitted without counting

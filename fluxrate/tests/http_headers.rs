@@ -82,7 +82,7 @@ async fn t_is_the_effective_window_and_retry_after_is_not_earlier() {
     assert_eq!(header(&r, "retry-after"), "15");
     let d = decision(&r);
     assert_eq!(d.limits.len(), 1);
-    assert_eq!(d.limits[0].decided_by, DecidedBy::Local);
+    assert_eq!(d.limits[0].decided_by, DecidedBy::InProcess);
     assert!(!d.degraded());
 }
 

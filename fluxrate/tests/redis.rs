@@ -1701,6 +1701,55 @@ fn check_all_local_fallbacks_are_all_or_nothing() {
     });
 }
 
+/// An HTTP decision dropped while a Redis limit is pending (the server frozen) gives back what
+/// the in-process limits before it took: the request never reached the service.
+#[cfg(feature = "tower")]
+#[test]
+fn http_a_dropped_decision_gives_back_the_earlier_limits() {
+    use fluxrate::http::{Global, RateLimitLayer, RequestKey};
+    use http::{Request, Response};
+    use tower::{Layer, Service};
+
+    if !available("http_a_dropped_decision_gives_back_the_earlier_limits") {
+        return;
+    }
+    let server = Server::start();
+    rt().block_on(async {
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        let remote = RedisRateLimiter::builder(&backend, "dropped-decision", Quota::per_hour(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let local = std::sync::Arc::new(
+            RateLimiter::builder(Quota::per_hour(3))
+                .keyed::<RequestKey>()
+                .build()
+                .unwrap(),
+        );
+        let mut svc = RateLimitLayer::new()
+            .limiter("local", local.clone(), Global)
+            .unwrap()
+            .redis_limit("remote", remote, Global)
+            .unwrap()
+            .layer(tower::service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+            }));
+        server.signal("-STOP");
+        for _ in 0..3 {
+            // `call` decides the local limit at once, then waits on Redis: dropped there.
+            let fut = svc.call(Request::new(()));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(fut);
+        }
+        server.signal("-CONT");
+        assert_eq!(
+            local.peek_key(&RequestKey::Global).remaining(),
+            3,
+            "the three dropped decisions gave their local units back"
+        );
+    });
+}
+
 /// Defect 6c: a Redis admission under `FailLocal` also charges the local fallback (to keep it
 /// warm); giving the admission back to Redis must give that charge back too.
 #[cfg(feature = "tower")]

@@ -7,6 +7,7 @@ use super::headers::{Current, Policy};
 use super::key::{KeyExtractor, RequestInfo, RequestKey};
 use super::layer::Config;
 use super::outcome::ns;
+use super::service::GiveBack;
 use crate::all_or_nothing::{all_or_nothing, AllOrNothing};
 use crate::{Admitted, Algorithm, Clock, Denied, RateLimiter, Snapshot};
 use std::hash::BuildHasher;
@@ -176,6 +177,27 @@ pub(super) struct Step {
     by: DecidedBy,
 }
 
+/// What the limits decided so far took, while a request is being decided: given back if the
+/// decision is dropped half-way (empty once it completes).
+struct Deciding {
+    config: Arc<Config>,
+    taken: Vec<Step>,
+}
+
+impl Drop for Deciding {
+    fn drop(&mut self) {
+        if self.taken.is_empty() {
+            return;
+        }
+        let taken: Vec<_> = core::mem::take(&mut self.taken)
+            .into_iter()
+            .enumerate()
+            .map(|(i, step)| (i, step.key, step.taken))
+            .collect();
+        drop(GiveBack::new(self.config.clone(), taken));
+    }
+}
+
 /// A limit that refused: why, its numbers and who decided.
 pub(super) struct Stop {
     why: Refusal,
@@ -208,7 +230,7 @@ impl Outcome {
                 },
                 current: None,
                 by: match limit.backend {
-                    Backend::Local(_) => DecidedBy::Local,
+                    Backend::Local(_) => DecidedBy::InProcess,
                     #[cfg(feature = "redis")]
                     Backend::Redis(_) => DecidedBy::Redis,
                 },
@@ -240,9 +262,20 @@ impl Config {
     ///
     /// In-process limits decide without an await point: when every limit is local the future
     /// completes on its first poll, and the service decides the request in `call`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while a Redis limit is pending, it gives back what the earlier limits took (in
+    /// process at once, in Redis from a task on the current runtime), as a shaped request
+    /// dropped while it waits does.
     pub(super) async fn decide(self: Arc<Self>, keys: Vec<RequestKey>, n: u64) -> Verdict {
+        let mut deciding = Deciding {
+            config: self.clone(),
+            taken: Vec::new(),
+        };
         let (config, keys) = (&*self, &keys);
         let outcome = all_or_nothing(
+            &mut deciding.taken,
             self.limits.len(),
             move |i| config.decide_one(i, keys[i].clone(), n),
             move |i, step: Step| async move {

@@ -140,7 +140,7 @@ impl Limit {
             Ok(a) => Outcome::Admitted {
                 current: Some(self.admitted(&a, max_delay, Some(&peek))),
                 taken: Taken::Local(a),
-                by: DecidedBy::Local,
+                by: DecidedBy::InProcess,
             },
             Err(Denied::Limited(e)) => {
                 let current = self.refused(&e, n, max_delay, Some(&peek));
@@ -153,7 +153,7 @@ impl Limit {
                         _ => e.retry_after(),
                     },
                     current: Some(current),
-                    by: DecidedBy::Local,
+                    by: DecidedBy::InProcess,
                 }
             }
             Err(Denied::Never(e)) => Outcome::Never {

@@ -54,10 +54,17 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
 /// The response future of [`RateLimit`].
 pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
-/// What a shaped request took, given back if its future is dropped while it waits.
-struct GiveBack {
+/// What a request took, given back when this is dropped still holding it: a shaped request's
+/// future dropped while it waits, or a decision dropped half-way.
+pub(super) struct GiveBack {
     config: Arc<Config>,
     taken: Vec<(usize, RequestKey, Taken)>,
+}
+
+impl GiveBack {
+    pub(super) fn new(config: Arc<Config>, taken: Vec<(usize, RequestKey, Taken)>) -> Self {
+        Self { config, taken }
+    }
 }
 
 impl Drop for GiveBack {
@@ -220,10 +227,7 @@ impl Config {
         S: tower_service::Service<Request<B>, Response = Response<ResBody>>,
     {
         if !v.delay.is_zero() && !self.dry_run {
-            let mut guard = GiveBack {
-                config: self.clone(),
-                taken: core::mem::take(&mut v.taken),
-            };
+            let mut guard = GiveBack::new(self.clone(), core::mem::take(&mut v.taken));
             tokio::time::sleep(v.delay).await;
             guard.taken.clear();
             let delay = v.delay;

@@ -80,7 +80,9 @@ impl RedisRateLimiter {
             Err(RedisDenied::Unavailable(u)) => {
                 // Each limit's own policy decides; all or nothing across the local fallbacks.
                 let (calls, raw, u) = (&calls, &raw, &u);
+                // The fallbacks decide without an await point: nothing is left taken.
                 let outcome = all_or_nothing(
+                    &mut Vec::new(),
                     calls.len(),
                     move |i| {
                         let c = &calls[i];

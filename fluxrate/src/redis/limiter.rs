@@ -325,11 +325,12 @@ impl RedisRateLimiter {
                 Some(local) => local.cancel_key(&raw[..], admitted),
                 None => false,
             }),
-            // Nothing was counted (`Local` names an in-process HTTP limit, never a Redis
+            // Nothing was counted (`InProcess` names an in-process HTTP limit, never a Redis
             // decision).
-            DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Invalid | DecidedBy::Local => {
-                Ok(false)
-            }
+            DecidedBy::FailOpen
+            | DecidedBy::FailClosed
+            | DecidedBy::Invalid
+            | DecidedBy::InProcess => Ok(false),
         }
     }
 
