@@ -3,10 +3,13 @@
 //! `FLUXRATE_STRESS_OPS` sets the operations per thread (default 50,000; the plan asks for
 //! 10⁶ in release: `FLUXRATE_STRESS_OPS=1000000 cargo test --release --test concurrency`).
 
+#[path = "it/common/mod.rs"]
+mod common;
+
+use common::{check_unit_arrival_curve, max_in_half_open_window, max_per_aligned_window, units};
 use fluxrate_core::{
     cas_retries_on_this_thread, Algorithm, Clock, ManualClock, Quota, RateLimiter,
 };
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,43 +23,6 @@ fn ops_per_thread() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000)
-}
-
-/// P1 in O(n log n): for sorted unit admissions a_0 ≤ … ≤ a_m, every i ≤ j must satisfy
-/// `j − i + 1 ≤ b + ⌊(a_j − a_i)/T⌋`, i.e. `a_i − iT ≤ a_j − jT + (b − 1)T`.
-fn assert_arrival_curve(mut a: Vec<u64>, t: u64, b: u64) {
-    a.sort_unstable();
-    let t = i128::from(t);
-    let mut best = i128::MIN;
-    for (j, &aj) in a.iter().enumerate() {
-        let c = i128::from(aj) - j as i128 * t;
-        best = best.max(c);
-        assert!(
-            best <= c + (i128::from(b) - 1) * t,
-            "P1 violated ending at admission {j} (t = {aj})"
-        );
-    }
-}
-
-/// Largest count in any half-open window of length `w`.
-fn max_in_window(mut a: Vec<u64>, w: u64) -> usize {
-    a.sort_unstable();
-    let (mut lo, mut best) = (0, 0);
-    for hi in 0..a.len() {
-        while a[hi] - a[lo] >= w {
-            lo += 1;
-        }
-        best = best.max(hi - lo + 1);
-    }
-    best
-}
-
-fn max_per_aligned(a: &[u64], w: u64) -> u64 {
-    let mut per = BTreeMap::<u64, u64>::new();
-    for &t in a {
-        *per.entry(t / w).or_default() += 1;
-    }
-    per.values().copied().max().unwrap_or(0)
 }
 
 struct Run {
@@ -158,7 +124,7 @@ fn contention_is_observed() {
     let mut retries = 0;
     for _ in 0..5 {
         let r = hammer(Algorithm::TokenBucket, q, 100_000);
-        assert_arrival_curve(r.admitted.clone(), 1, 1 << 20);
+        check_unit_arrival_curve(r.admitted.clone(), 1, 1 << 20);
         report("token bucket, admitting", &r);
         retries += r.retries;
         if retries > 0 {
@@ -177,7 +143,7 @@ fn token_bucket_stress() {
     let q = Quota::new(1, Duration::from_nanos(t)).with_burst(b);
     let r = hammer_contended(Algorithm::TokenBucket, q, 997, |r| {
         assert!(r.admitted.len() > 10);
-        assert_arrival_curve(r.admitted.clone(), t, b);
+        check_unit_arrival_curve(r.admitted.clone(), t, b);
     });
     report("token bucket", &r);
 }
@@ -188,7 +154,7 @@ fn leaky_bucket_stress_departures_one_per_interval() {
     let q = Quota::new(1, Duration::from_nanos(t)).with_burst(cap);
     // Departures are spaced by at least T: P1 with b = 1 over departure times.
     let r = hammer_contended(Algorithm::LeakyBucket, q, 997, |r| {
-        assert_arrival_curve(r.admitted.clone(), t, 1)
+        check_unit_arrival_curve(r.admitted.clone(), t, 1)
     });
     report("leaky bucket", &r);
 }
@@ -202,7 +168,7 @@ fn fixed_window_stress() {
         997,
     );
     report("fixed window", &r);
-    assert!(max_per_aligned(&r.admitted, w) <= l);
+    assert!(max_per_aligned_window(&units(&r.admitted), w) <= l);
 }
 
 #[test]
@@ -210,8 +176,8 @@ fn sliding_window_counter_stress() {
     let (l, w) = (1_000u64, 2_000u64);
     let q = Quota::new(l, Duration::from_nanos(w));
     let r = hammer_contended(Algorithm::SlidingWindowCounter, q, 997, |r| {
-        assert!(max_per_aligned(&r.admitted, w) <= l);
-        assert!(max_in_window(r.admitted.clone(), w) < 2 * l as usize);
+        assert!(max_per_aligned_window(&units(&r.admitted), w) <= l);
+        assert!(max_in_half_open_window(&units(&r.admitted), w) < 2 * l);
     });
     report("sliding window counter", &r);
 }
@@ -225,7 +191,7 @@ fn sliding_log_stress() {
         997,
     );
     report("sliding log", &r);
-    assert!(max_in_window(r.admitted, w) <= l as usize);
+    assert!(max_in_half_open_window(&units(&r.admitted), w) <= l);
 }
 
 /// Eviction racing decisions on real threads: a sweeper drops idle keys in a loop while workers
@@ -277,7 +243,7 @@ fn keyed_store_with_concurrent_sweeps() {
             .map(|p| p.1)
             .collect();
         assert!(!times.is_empty());
-        assert_arrival_curve(times, t, b);
+        check_unit_arrival_curve(times, t, b);
     }
 }
 

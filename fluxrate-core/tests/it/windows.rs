@@ -1,21 +1,14 @@
 //! A7: window algorithms against their references, with their documented bounds shown tight.
 //! F1/F2 (fixed window), L1/L2 (sliding log), C1/C2 (sliding window counter).
 
-use crate::common::{cases, max_in_half_open_window, quota, FixedRef, LogRef, SwcRef};
+use crate::common::{
+    cases, max_in_half_open_window, max_per_aligned_window, quota, FixedRef, LogRef, SwcRef,
+};
 use fluxrate_core::{
     FixedWindow, FixedWindowState, RateAlgorithm, Refusal, SlidingLog, SlidingWindowCounter,
     SlidingWindowCounterState,
 };
 use proptest::prelude::*;
-
-/// Count admissions per aligned window.
-fn max_per_aligned_window(admitted: &[(u64, u64)], w: u64) -> u64 {
-    let mut per = std::collections::BTreeMap::<u64, u64>::new();
-    for &(t, n) in admitted {
-        *per.entry(t / w).or_default() += n;
-    }
-    per.values().copied().max().unwrap_or(0)
-}
 
 proptest! {
     #![proptest_config(cases(1000))]

@@ -266,3 +266,34 @@ pub fn check_arrival_curve(admitted: &[(u64, u64)], t: u64, b: u64) {
         }
     }
 }
+
+/// The most admissions (with weights) in one aligned window `[k·w, (k + 1)·w)`.
+pub fn max_per_aligned_window(admitted: &[(u64, u64)], w: u64) -> u64 {
+    let mut per = std::collections::BTreeMap::<u64, u64>::new();
+    for &(t, n) in admitted {
+        *per.entry(t / w).or_default() += n;
+    }
+    per.values().copied().max().unwrap_or(0)
+}
+
+/// P1 for unit admissions in O(n log n), for long stress histories ([`check_arrival_curve`] is
+/// quadratic): for sorted a_0 ≤ … ≤ a_m, every i ≤ j must satisfy
+/// `j − i + 1 ≤ b + ⌊(a_j − a_i)/T⌋`, i.e. `a_i − iT ≤ a_j − jT + (b − 1)T`.
+pub fn check_unit_arrival_curve(mut a: Vec<u64>, t: u64, b: u64) {
+    a.sort_unstable();
+    let t = i128::from(t);
+    let mut best = i128::MIN;
+    for (j, &aj) in a.iter().enumerate() {
+        let c = i128::from(aj) - j as i128 * t;
+        best = best.max(c);
+        assert!(
+            best <= c + (i128::from(b) - 1) * t,
+            "P1 violated ending at admission {j} (t = {aj})"
+        );
+    }
+}
+
+/// Unit admissions at `times`, as the window checkers take them.
+pub fn units(times: &[u64]) -> Vec<(u64, u64)> {
+    times.iter().map(|&t| (t, 1)).collect()
+}
