@@ -408,6 +408,22 @@ pub enum Refusal {
     Never,
 }
 
+impl Refusal {
+    /// The same refusal seen `d` ns earlier: its waits longer by `d` (saturating).
+    pub(crate) fn later_by(self, d: u64) -> Self {
+        match self {
+            Refusal::Limited {
+                retry_after,
+                reset_after,
+            } => Refusal::Limited {
+                retry_after: retry_after.saturating_add(d),
+                reset_after: reset_after.saturating_add(d),
+            },
+            Refusal::Never => Refusal::Never,
+        }
+    }
+}
+
 /// A rate-limiting algorithm: its parameters, operating on a per-key [`State`](Self::State).
 ///
 /// All operations take the current time `now` in nanoseconds. A refused request never changes

@@ -11,8 +11,8 @@
 //! * [`Algorithm`]: [`TokenBucket`] and [`LeakyBucket`] (GCRA, one `AtomicU64` per key),
 //!   [`FixedWindow`], [`SlidingWindowCounter`] (one `AtomicU64` each) and the exact
 //!   [`SlidingLog`]. Each is also usable on its own through [`RateAlgorithm`].
-//! * [`Clock`]: [`MonotonicClock`] (default), [`ManualClock`] (tests), [`CachedClock`]
-//!   (fastest).
+//! * [`Clock`]: [`CoarseClock`] (default: fast, precise where a tick matters),
+//!   [`MonotonicClock`] (`Instant`), [`ManualClock`] (tests), [`CachedClock`] (fastest).
 //! * Outcomes: [`Admitted`], [`Snapshot`]; errors: [`RateLimited`] (with `retry_after`),
 //!   [`InsufficientCapacity`], [`Denied`], [`TimeoutExceeded`], [`AcquireError`],
 //!   [`ConfigError`].
@@ -45,7 +45,7 @@ mod window;
 pub use algorithm::{
     Admitted, Algorithm, KeyCell, RateAlgorithm, Refusal, Snapshot, UnknownAlgorithm,
 };
-pub use clock::{CachedClock, Clock, ManualClock, MonotonicClock};
+pub use clock::{CachedClock, Clock, CoarseClock, ManualClock, MonotonicClock};
 pub use error::{
     AcquireError, ConfigError, Denied, InsufficientCapacity, RateLimited, TimeoutExceeded,
 };

@@ -19,9 +19,9 @@ impl<K, C: Clock, H> RateLimiter<K, C, H> {
         mut attempt: impl FnMut(u64, u64) -> Attempt,
     ) -> Result<Admitted, AcquireError> {
         let timeout_ns = nanos_saturating(timeout);
-        let deadline = self.clock.now().saturating_add(timeout_ns);
+        let deadline = self.now().saturating_add(timeout_ns);
         loop {
-            let now = self.clock.now();
+            let now = self.now();
             let budget = deadline.saturating_sub(now);
             match attempt(now, budget) {
                 Ok(admitted) => {

@@ -1,8 +1,8 @@
 //! [`Builder`]: the options of a limiter, checked once by `build`; the keyed options exist only
 //! after [`keyed`](Builder::keyed).
 
-use crate::algorithm::Algorithm;
-use crate::clock::{Clock, MonotonicClock};
+use crate::algorithm::{Algorithm, RateAlgorithm};
+use crate::clock::{nanos_saturating, Clock, CoarseClock};
 use crate::error::ConfigError;
 use crate::quota::Quota;
 use crate::stats::Counters;
@@ -11,7 +11,7 @@ use core::fmt;
 use core::hash::{BuildHasher, Hash};
 use core::marker::PhantomData;
 
-use super::engine::{Engine, MakeStore, NoStore, Stores};
+use super::engine::{dispatch, Engine, MakeStore, NoStore, Stores};
 use super::{NotKeyed, RateLimiter};
 
 /// Builds a [`RateLimiter`]; start with [`RateLimiter::builder`].
@@ -32,7 +32,7 @@ use super::{NotKeyed, RateLimiter};
 /// assert!(limiter.allow_key(&7));
 /// ```
 #[must_use]
-pub struct Builder<K = NotKeyed, C = MonotonicClock, H = KeyHasher> {
+pub struct Builder<K = NotKeyed, C = CoarseClock, H = KeyHasher> {
     common: Common,
     clock: C,
     hasher: H,
@@ -66,7 +66,7 @@ impl<K, C: fmt::Debug, H> fmt::Debug for Builder<K, C, H> {
 }
 
 impl RateLimiter {
-    /// Start building a limiter for `quota` (token bucket, direct, monotonic clock by default).
+    /// Start building a limiter for `quota` (token bucket, direct, [`CoarseClock`] by default).
     pub fn builder(quota: Quota) -> Builder {
         Builder {
             common: Common {
@@ -77,7 +77,7 @@ impl RateLimiter {
                 per_key_stats: false,
                 stats: true,
             },
-            clock: MonotonicClock::new(),
+            clock: CoarseClock::new(),
             hasher: KeyHasher::new(),
             _key: PhantomData,
         }
@@ -155,15 +155,53 @@ impl<K, C, H> Builder<K, C, H> {
         C: Clock,
     {
         let c = self.common;
+        let engine = Engine::new(c.algorithm, &c.quota, stores)?;
+        let precise = loosened_by_lag(self.clock.lag(), c.algorithm, &c.quota, &engine);
         Ok(RateLimiter {
-            engine: Engine::new(c.algorithm, &c.quota, stores)?,
+            engine,
             clock: self.clock,
+            precise,
             counters: c.stats.then(Counters::default),
             quota: c.quota,
             algorithm: c.algorithm,
             overflow: c.overflow,
         })
     }
+}
+
+/// Whether a clock lagging by `lag` would let a limit admit more than one request and more than
+/// 1 % of its capacity beyond what it admits on a precise clock: then the limiter reads the
+/// precise clock on every decision.
+///
+/// A lagging reading stamps a decision up to `lag` early, so over a real interval of length
+/// `len` a limit admits at most what it admits over `len + lag` on a precise clock. For the
+/// buckets (GCRA) that is `⌈lag / T⌉` more (`T` the emission interval). The window algorithms
+/// can admit a whole window's quota within `lag` (at a fixed window's boundary, or when a
+/// burst's entries leave the log or the counter's previous window), so for them it is the
+/// capacity.
+fn loosened_by_lag<K, H>(
+    lag: u64,
+    algorithm: Algorithm,
+    quota: &Quota,
+    engine: &Engine<K, H>,
+) -> bool {
+    if lag == 0 {
+        return false;
+    }
+    let capacity = dispatch!(engine, |alg, _cells| alg.capacity());
+    let extra = match algorithm {
+        Algorithm::TokenBucket | Algorithm::LeakyBucket => {
+            // The quota is valid once the engine is built.
+            let Ok(interval) = quota.emission_interval() else {
+                return true;
+            };
+            lag.div_ceil(nanos_saturating(interval).max(1))
+        }
+        Algorithm::FixedWindow | Algorithm::SlidingWindowCounter | Algorithm::SlidingLog => {
+            capacity
+        }
+    };
+    extra > (capacity / 100).max(1)
 }
 
 impl<C: Clock, H> Builder<NotKeyed, C, H> {

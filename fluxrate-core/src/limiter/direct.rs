@@ -24,7 +24,7 @@ impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
     #[inline]
     #[must_use = "an admitted request is counted whether or not the answer is used"]
     pub fn allow(&self) -> bool {
-        let now = self.clock.now();
+        let now = self.now();
         dispatch!(&self.engine, |alg, cells| self.allow_on(
             alg,
             &cells.direct,
@@ -37,7 +37,7 @@ impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
     /// call save and restore the registers of the largest; measured with callgrind).
     #[inline(never)]
     fn allow_on<A: RateAlgorithm>(&self, alg: &A, state: &A::State, now: u64) -> bool {
-        let ok = alg.allow(state, now, 1);
+        let ok = self.allow_at(now, |t| alg.allow(state, t, 1), |t| alg.check(state, t, 1));
         self.record(ok);
         ok
     }
@@ -75,13 +75,9 @@ impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
     #[doc(alias = "consume")]
     #[inline]
     pub fn check_n(&self, n: u64) -> Result<Admitted, Denied> {
-        let now = self.clock.now();
-        let r = dispatch!(&self.engine, |alg, cells| decide(
-            alg,
-            &cells.direct,
-            now,
-            n
-        ));
+        let now = self.now();
+        let r = dispatch!(&self.engine, |alg, cells| self
+            .attempt_at(now, 0, |t| { decide(alg, &cells.direct, t, n) }));
         self.finish(now, n, r)
     }
 
@@ -139,12 +135,14 @@ impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
     /// # Ok::<(), fluxrate_core::ConfigError>(())
     /// ```
     pub fn reserve_n(&self, n: u64, max_wait: Duration) -> Result<Admitted, Denied> {
-        let now = self.clock.now();
+        let now = self.now();
         let max_wait = nanos_saturating(max_wait);
         let r = dispatch!(&self.engine, |alg, cells| if n == 0 {
             decide(alg, &cells.direct, now, 0)
         } else {
-            alg.reserve(&cells.direct, now, n, max_wait)
+            self.attempt_at(now, max_wait, |t| {
+                alg.reserve(&cells.direct, t, n, max_wait.saturating_sub(t - now))
+            })
         });
         self.finish(now, n, r)
     }
@@ -182,7 +180,9 @@ impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
                 if n == 0 {
                     return decide(alg, &cells.direct, now, 0);
                 }
-                alg.reserve(&cells.direct, now, n, budget)
+                self.attempt_at(now, budget, |t| {
+                    alg.reserve(&cells.direct, t, n, budget.saturating_sub(t - now))
+                })
             }
         ))
     }
@@ -235,7 +235,7 @@ impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
     #[doc(alias = "level")]
     #[must_use]
     pub fn peek(&self) -> Snapshot {
-        let now = self.clock.now();
+        let now = self.now();
         dispatch!(&self.engine, |alg, cells| alg.peek(&cells.direct, now))
     }
 

@@ -121,9 +121,11 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let now = self.clock.now();
+        let now = self.now();
         let ok = dispatch!(&self.engine, |alg, cells| {
-            self.on_key(alg, cells, key, now, |state, now| alg.allow(state, now, 1))
+            self.on_key(alg, cells, key, now, |state, now| {
+                self.allow_at(now, |t| alg.allow(state, t, 1), |t| alg.check(state, t, 1))
+            })
         });
         self.record(ok);
         ok
@@ -161,7 +163,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let now = self.clock.now();
+        let now = self.now();
         let r = dispatch!(&self.engine, |alg, cells| {
             self.key_attempt(alg, cells, key, now, n, Op::Check)
         });
@@ -185,8 +187,16 @@ where
         A: RateAlgorithm,
     {
         let run = |state: &A::State, now: u64| match op {
-            Op::Reserve(max_wait) if n > 0 => (alg.reserve(state, now, n, max_wait), KeyCell::Own),
-            _ => (decide(alg, state, now, n), KeyCell::Own),
+            Op::Reserve(max_wait) if n > 0 => {
+                let r = self.attempt_at(now, max_wait, |t| {
+                    alg.reserve(state, t, n, max_wait.saturating_sub(t - now))
+                });
+                (r, KeyCell::Own)
+            }
+            _ => (
+                self.attempt_at(now, 0, |t| decide(alg, state, t, n)),
+                KeyCell::Own,
+            ),
         };
         self.on_key(alg, cells, key, now, run)
     }
@@ -257,7 +267,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let now = self.clock.now();
+        let now = self.now();
         let max_wait = nanos_saturating(max_wait);
         let r = dispatch!(&self.engine, |alg, cells| {
             self.key_attempt(alg, cells, key, now, n, Op::Reserve(max_wait))
@@ -271,7 +281,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let now = self.clock.now();
+        let now = self.now();
         dispatch!(&self.engine, |alg, cells| {
             if admitted.cell == KeyCell::Shared {
                 // The shared overflow cell admitted it: it goes back there.
@@ -365,7 +375,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let now = self.clock.now();
+        let now = self.now();
         dispatch!(&self.engine, |alg, cells| Self::store(cells)
             .get(key, |state| alg.peek(state, now))
             .unwrap_or_else(|| alg.peek(&alg.new_state(), now)))
@@ -444,7 +454,7 @@ where
     /// # Ok::<(), fluxrate_core::ConfigError>(())
     /// ```
     pub fn sweep(&self) -> usize {
-        let now = self.clock.now();
+        let now = self.now();
         dispatch!(&self.engine, |alg, cells| {
             let store = Self::store(cells);
             let removed = store.sweep(alg, now);

@@ -14,7 +14,7 @@ mod keyed;
 pub use builder::Builder;
 
 use crate::algorithm::{Admitted, Algorithm, KeyCell, RateAlgorithm, Refusal};
-use crate::clock::{Clock, MonotonicClock};
+use crate::clock::{Clock, CoarseClock};
 use crate::error::{Denied, InsufficientCapacity, RateLimited};
 use crate::quota::Quota;
 use crate::stats::{Counters, Stats};
@@ -85,11 +85,14 @@ pub struct NotKeyed(());
 /// A rate limiter: any algorithm, direct or keyed, with a pluggable clock.
 ///
 /// * `K` is the key type, or [`NotKeyed`] for one limit shared by all callers.
-/// * `C` is the [`Clock`]: [`MonotonicClock`] by default, [`ManualClock`](crate::ManualClock) in
-///   tests, [`CachedClock`](crate::CachedClock) when every nanosecond counts.
+/// * `C` is the [`Clock`]: [`CoarseClock`] by default (fast, and precise where a tick would
+///   matter), [`MonotonicClock`](crate::MonotonicClock) for `Instant` on every decision,
+///   [`ManualClock`](crate::ManualClock) in tests, [`CachedClock`](crate::CachedClock) when
+///   every nanosecond counts.
 /// * `H` is the hasher of the keyed store.
 ///
-/// Every check reads the clock once (outside any lock) and runs one CAS loop on the key's
+/// Every check reads the clock once (outside any lock; a refusal near its retry time on a
+/// lagging clock reads the precise clock once more) and runs one CAS loop on the key's
 /// atomic state; a keyed check also takes the shard read guard of its key. A refused request
 /// changes nothing. The limiter is `Send + Sync`; share it by reference or in an `Arc`.
 ///
@@ -147,11 +150,14 @@ pub struct NotKeyed(());
 /// clock.advance(Duration::from_secs(60));
 /// assert!(per_user.allow_key("alice"));
 /// ```
-pub struct RateLimiter<K = NotKeyed, C = MonotonicClock, H = KeyHasher> {
+pub struct RateLimiter<K = NotKeyed, C = CoarseClock, H = KeyHasher> {
     engine: Engine<K, H>,
     clock: C,
     /// Limiter-wide counters; `None` when built with `.stats(false)`.
     counters: Option<Counters>,
+    /// Whether every decision reads [`Clock::now_precise`]: the clock lags and the quota's
+    /// emission interval is shorter than the lag.
+    precise: bool,
     quota: Quota,
     algorithm: Algorithm,
     overflow: OverflowPolicy,
@@ -162,6 +168,7 @@ impl<K, C, H> fmt::Debug for RateLimiter<K, C, H> {
         f.debug_struct("RateLimiter")
             .field("quota", &self.quota)
             .field("algorithm", &self.algorithm)
+            .field("precise_clock", &self.precise)
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +216,90 @@ impl<K, C: Clock, H> RateLimiter<K, C, H> {
     pub fn reset_stats(&self) {
         if let Some(c) = &self.counters {
             c.clear();
+        }
+    }
+
+    /// The reading a decision is taken at: the clock's [`now`](Clock::now), or its precise
+    /// reading when the quota is faster than the clock's lag.
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        if self.clock.lag() > 0 && self.precise {
+            self.clock.now_precise()
+        } else {
+            self.clock.now()
+        }
+    }
+
+    /// The lag within which a refusal is decided again on the precise clock: the clock's, or 0
+    /// when it has none or every reading is precise.
+    #[inline(always)]
+    fn refine_lag(&self) -> u64 {
+        let lag = self.clock.lag();
+        if lag > 0 && !self.precise {
+            lag
+        } else {
+            0
+        }
+    }
+
+    /// Whether a precise reading could turn a refusal that said `wait` into an admission:
+    /// `wait` is within the lag, or passes `allowed` (the wait a reservation may take) by no
+    /// more than the lag.
+    #[inline(always)]
+    fn refines(&self, wait: u64, allowed: u64) -> bool {
+        let lag = self.refine_lag();
+        lag > 0 && (wait <= lag || (wait > allowed && wait - allowed <= lag))
+    }
+
+    /// `attempt` at `now`; a refusal that a precise reading could turn is decided again at the
+    /// precise reading ([`refined`](Self::refined)). `allowed` is the wait a reservation may
+    /// take (0 for a check).
+    #[inline(always)]
+    fn attempt_at(&self, now: u64, allowed: u64, attempt: impl Fn(u64) -> Attempt) -> Attempt {
+        match attempt(now) {
+            Err(Refusal::Limited { retry_after, .. }) if self.refines(retry_after, allowed) => {
+                self.refined(now, attempt)
+            }
+            r => r,
+        }
+    }
+
+    /// `attempt` at the precise reading, its refusal's waits made relative to `now` (the reading
+    /// the answer reports it was taken at), so that the instant they name stays exact.
+    #[cold]
+    #[inline(never)]
+    fn refined(&self, now: u64, attempt: impl Fn(u64) -> Attempt) -> Attempt {
+        let precise = self.clock.now_precise().max(now);
+        attempt(precise).map_err(|refusal| refusal.later_by(precise - now))
+    }
+
+    /// [`attempt_at`](Self::attempt_at) for a yes-or-no decision: `allow` at `now`, and on a
+    /// refusal near its retry time (which `check` finds, changing nothing unless it admits),
+    /// `allow` again at the precise reading.
+    #[inline(always)]
+    fn allow_at(
+        &self,
+        now: u64,
+        allow: impl Fn(u64) -> bool,
+        check: impl Fn(u64) -> Attempt,
+    ) -> bool {
+        allow(now) || (self.refine_lag() > 0 && self.allow_refined(now, allow, check))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn allow_refined(
+        &self,
+        now: u64,
+        allow: impl Fn(u64) -> bool,
+        check: impl Fn(u64) -> Attempt,
+    ) -> bool {
+        match check(now) {
+            Ok(_) => true,
+            Err(Refusal::Limited { retry_after, .. }) if self.refines(retry_after, 0) => {
+                allow(self.clock.now_precise().max(now))
+            }
+            Err(_) => false,
         }
     }
 

@@ -13,5 +13,6 @@ mod config;
 mod effective_window;
 mod exhaustive;
 mod gcra;
+mod lagging_clock;
 mod store;
 mod windows;
