@@ -3,7 +3,10 @@
 use crate::algorithm::Snapshot;
 use crate::sync::{AtomicU64, Ordering};
 
-const STRIPES: usize = 8;
+/// Stripes a limiter keeps for threads that own one: counted with a plain load and store.
+const OWNED: usize = 16;
+/// Stripes shared by the threads beyond [`OWNED`], counted with `fetch_add`.
+const SHARED: usize = 8;
 
 /// One cache line (two, against adjacent-line prefetch) of counters.
 #[derive(Debug, Default)]
@@ -13,59 +16,127 @@ struct Stripe {
     rejected: AtomicU64,
 }
 
-/// Limiter-wide counters, striped so that threads do not contend on one cache line.
+/// Limiter-wide counters that cost no atomic read-modify-write on the hot path.
 ///
-/// Each thread adds to its own stripe (assigned round-robin on first use); reading sums all
-/// stripes. Counts are `Relaxed`: they are statistics, not synchronisation.
+/// Each thread owns one of the first [`OWNED`] stripes while it lives (the same index in
+/// every limiter, handed out by a process-wide registry and given back when the thread exits),
+/// and counts on it with a plain load and store: no `lock` prefix, no contention. Threads
+/// beyond those share the [`SHARED`] stripes after them and count with `fetch_add`. Reading
+/// sums every stripe; [`clear`](Self::clear) does not write the stripes (a racing owner's
+/// store would undo it) but records the sums as the new zero.
+///
+/// # Memory ordering
+///
+/// Counts are statistics, not synchronisation: `Relaxed`. An owned stripe has one writer at a
+/// time: a thread's last store happens before it gives its index back (the registry's mutex),
+/// which happens before the next owner takes it, so no increment is lost across owners. The
+/// zero recorded by `clear` is stored with `Release` and read with `Acquire`, so a reader that
+/// sees it also sees stripe values at least as large as those it was summed from.
 #[derive(Debug)]
 pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
+    zero_allowed: AtomicU64,
+    zero_rejected: AtomicU64,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         Self {
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripes: (0..OWNED + SHARED).map(|_| Stripe::default()).collect(),
+            zero_allowed: AtomicU64::new(0),
+            zero_rejected: AtomicU64::new(0),
         }
     }
 }
 
-/// Hands each thread the next stripe, round-robin, the first time it counts: the first
-/// `STRIPES` threads never share a cache line. (A plain `core` atomic: a process-wide
-/// registry, not part of any cell's state machine, so not modelled by loom.)
-static NEXT_STRIPE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// The process-wide registry of owned stripe indices. (Plain `std` synchronisation: a
+/// registry of threads, not part of any cell's state machine, so not modelled by loom.)
+mod registry {
+    use super::{OWNED, SHARED};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
-thread_local! {
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % STRIPES;
-}
+    /// Indices given back by threads that exited, and the next never-used index.
+    static FREE: Mutex<(Vec<usize>, usize)> = Mutex::new((Vec::new(), 0));
+    /// Round-robin over the shared stripes, for threads that found no owned one.
+    static NEXT_SHARED: AtomicUsize = AtomicUsize::new(0);
 
-#[inline]
-fn stripe_index() -> usize {
-    STRIPE.with(|s| *s)
+    /// A thread's stripe index; an owned one goes back to the registry when the thread exits.
+    pub(super) struct Slot(pub(super) usize);
+
+    impl Slot {
+        fn claim() -> Self {
+            let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = free.0.pop() {
+                return Slot(i);
+            }
+            if free.1 < OWNED {
+                free.1 += 1;
+                return Slot(free.1 - 1);
+            }
+            Slot(OWNED + NEXT_SHARED.fetch_add(1, Ordering::Relaxed) % SHARED)
+        }
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            if self.0 < OWNED {
+                FREE.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+                    .push(self.0);
+            }
+        }
+    }
+
+    thread_local! {
+        static SLOT: Slot = Slot::claim();
+    }
+
+    /// This thread's stripe: an owned one (`< OWNED`) or a shared one. A thread whose
+    /// thread-locals are being destroyed counts on a shared stripe.
+    #[inline]
+    pub(super) fn slot() -> usize {
+        SLOT.try_with(|s| s.0).unwrap_or(OWNED)
+    }
 }
 
 impl Counters {
     #[inline]
     pub(crate) fn record(&self, allowed: bool) {
-        let s = &self.stripes[stripe_index()];
+        let i = registry::slot();
+        let s = &self.stripes[i];
         let c = if allowed { &s.allowed } else { &s.rejected };
-        c.fetch_add(1, Ordering::Relaxed);
+        if i < OWNED {
+            // The only writer of this stripe: no read-modify-write needed.
+            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        } else {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    pub(crate) fn totals(&self) -> (u64, u64) {
-        self.stripes.iter().fold((0, 0), |(a, r), s| {
+    fn sums(&self) -> (u64, u64) {
+        self.stripes.iter().fold((0u64, 0u64), |(a, r), s| {
             (
-                a + s.allowed.load(Ordering::Relaxed),
-                r + s.rejected.load(Ordering::Relaxed),
+                a.wrapping_add(s.allowed.load(Ordering::Relaxed)),
+                r.wrapping_add(s.rejected.load(Ordering::Relaxed)),
             )
         })
     }
 
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        let zero = (
+            self.zero_allowed.load(Ordering::Acquire),
+            self.zero_rejected.load(Ordering::Acquire),
+        );
+        let (a, r) = self.sums();
+        (a.saturating_sub(zero.0), r.saturating_sub(zero.1))
+    }
+
     pub(crate) fn clear(&self) {
-        for s in self.stripes.iter() {
-            s.allowed.store(0, Ordering::Relaxed);
-            s.rejected.store(0, Ordering::Relaxed);
-        }
+        let (a, r) = self.sums();
+        self.zero_allowed.store(a, Ordering::Release);
+        self.zero_rejected.store(r, Ordering::Release);
     }
 }
 

@@ -371,3 +371,40 @@ fn sliding_log_threads_grow_one_ring_at_once() {
     }
     println!("sliding log growth races: {rounds} rounds, 8 of 16 requests admitted in each");
 }
+
+/// The limiter-wide counters count every decision exactly with many more threads than stripes
+/// a thread can own (16), threads exiting and others taking over their stripes while the
+/// counting goes on, and a reset in the middle: each owned stripe is counted with a plain
+/// load and store, so two writers on one stripe would lose counts.
+#[test]
+fn stats_count_every_decision_across_thread_churn() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = RateLimiter::builder(Quota::per_hour(1_000))
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let per_thread = 20_000u64;
+    let count_wave = |threads: usize| {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for _ in 0..per_thread {
+                        let _ = l.allow();
+                    }
+                });
+            }
+        });
+    };
+    // 40 threads at once: 16 own a stripe, 24 share. Then two waves of 12 that reuse the
+    // stripes the first wave gave back.
+    count_wave(40);
+    let s = l.stats();
+    assert_eq!(s.allowed(), 1_000);
+    assert_eq!(s.allowed() + s.rejected(), 40 * per_thread);
+    l.reset_stats();
+    assert_eq!((l.stats().allowed(), l.stats().rejected()), (0, 0));
+    count_wave(12);
+    count_wave(12);
+    let s = l.stats();
+    assert_eq!((s.allowed(), s.rejected()), (0, 24 * per_thread));
+}
