@@ -11,7 +11,7 @@
 //! Interleaving matters on a shared machine: a slow period hits every contender alike, and the
 //! median discards outliers.
 
-use fluxrate::{Algorithm, CachedClock, Clock, MonotonicClock, Quota, RateLimiter};
+use fluxrate::{Algorithm, CachedClock, Clock, CoarseClock, MonotonicClock, Quota, RateLimiter};
 use governor::clock::{QuantaClock, QuantaUpkeepClock};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::hash_map::RandomState;
@@ -160,11 +160,44 @@ macro_rules! looped {
     };
 }
 
+thread_local! {
+    static LAST_TSC: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The TSC through quanta, never behind the same thread's previous reading: the candidate
+/// default clock measured beside `CoarseClock` (issue 14).
+struct ClampedTsc {
+    clock: quanta::Clock,
+    base: quanta::Instant,
+}
+
+impl ClampedTsc {
+    fn new() -> Self {
+        let clock = quanta::Clock::new();
+        let base = clock.now();
+        Self { clock, base }
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        let t = self
+            .clock
+            .now()
+            .saturating_duration_since(self.base)
+            .as_nanos() as u64;
+        LAST_TSC.with(|last| {
+            let t = t.max(last.get());
+            last.set(t);
+            t
+        })
+    }
+}
+
 fn clock_cases(v: &mut Vec<Case>, cached: &CachedClock) {
     let mono = MonotonicClock::new();
     v.push(case(
         "clock read",
-        "fluxrate MonotonicClock (default)",
+        "fluxrate MonotonicClock (Instant)",
         looped!(mono.now()),
     ));
     let gm = governor::clock::MonotonicClock;
@@ -175,6 +208,23 @@ fn clock_cases(v: &mut Vec<Case>, cached: &CachedClock) {
     ));
     let c = cached.clone();
     v.push(case("clock read", "fluxrate CachedClock", looped!(c.now())));
+    let coarse = CoarseClock::new();
+    v.push(case(
+        "clock read",
+        "fluxrate CoarseClock::now (CLOCK_MONOTONIC_COARSE)",
+        looped!(coarse.now()),
+    ));
+    v.push(case(
+        "clock read",
+        "fluxrate CoarseClock::now_precise (CLOCK_MONOTONIC)",
+        looped!(coarse.now_precise()),
+    ));
+    let tsc = ClampedTsc::new();
+    v.push(case(
+        "clock read",
+        "TSC (quanta) with a per-thread monotonic clamp",
+        looped!(tsc.now()),
+    ));
     let q = QuantaClock::default();
     v.push(case(
         "clock read",
@@ -190,18 +240,25 @@ fn clock_cases(v: &mut Vec<Case>, cached: &CachedClock) {
 }
 
 fn direct_cases(v: &mut Vec<Case>, cached: &CachedClock) {
-    // Default clocks of each.
-    let l = direct(Algorithm::TokenBucket, open_quota(), MonotonicClock::new());
+    // Default clocks of each, as shipped: `RateLimiter::builder(q).build()` and
+    // `governor::RateLimiter::direct(q)`.
+    let l = RateLimiter::builder(open_quota()).build().unwrap();
     v.push(case(
         "direct check, default clocks",
-        "fluxrate token bucket allow()",
+        "fluxrate token bucket allow() (CoarseClock, its default)",
         looped!(l.allow()),
+    ));
+    let l = RateLimiter::builder(open_quota()).build().unwrap();
+    v.push(case(
+        "direct check, default clocks",
+        "fluxrate token bucket check() (CoarseClock, with metadata)",
+        looped!(l.check().is_ok()),
     ));
     let l = direct(Algorithm::TokenBucket, open_quota(), MonotonicClock::new());
     v.push(case(
         "direct check, default clocks",
-        "fluxrate token bucket check() (with metadata)",
-        looped!(l.check().is_ok()),
+        "fluxrate token bucket allow() (MonotonicClock: Instant)",
+        looped!(l.allow()),
     ));
     let g =
         governor::RateLimiter::direct_with_clock(g_open_quota(), governor::clock::MonotonicClock);
@@ -270,6 +327,16 @@ fn direct_cases(v: &mut Vec<Case>, cached: &CachedClock) {
                 black_box(fluxrate::RateAlgorithm::allow(&tb, &st, t, 1));
             }
         },
+    ));
+    let l = direct(
+        Algorithm::TokenBucket,
+        open_quota(),
+        fluxrate::ManualClock::new(),
+    );
+    v.push(case(
+        "direct check, fastest clocks",
+        "fluxrate allow() (ManualClock, stats on)",
+        looped!(l.allow()),
     ));
     let l = RateLimiter::builder(open_quota())
         .clock(fluxrate::ManualClock::new())
@@ -474,6 +541,13 @@ fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
             10_000 => "keyed: 10,000 u64 keys",
             _ => "keyed: 1,000,000 u64 keys",
         };
+        let l = flux_keyed(CoarseClock::new(), fluxrate::KeyHasher::new(), true);
+        v.push(round_robin(
+            group,
+            "fluxrate allow_key (CoarseClock, its default)",
+            keys,
+            move |k| l.allow_key(k),
+        ));
         let l = flux_keyed(MonotonicClock::new(), fluxrate::KeyHasher::new(), true);
         v.push(round_robin(
             group,
@@ -559,6 +633,17 @@ fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
         .unwrap();
     v.push(string_case(
         group,
+        "fluxrate allow_key(&str) (CoarseClock, its default)",
+        &names,
+        move |k| l.allow_key(k.as_str()),
+    ));
+    let l = RateLimiter::builder(live_quota())
+        .clock(MonotonicClock::new())
+        .keyed::<String>()
+        .build()
+        .unwrap();
+    v.push(string_case(
+        group,
         "fluxrate allow_key(&str) (MonotonicClock)",
         &names,
         move |k| l.allow_key(k.as_str()),
@@ -570,6 +655,13 @@ fn keyed_cases(v: &mut Vec<Case>, cached: &CachedClock) {
     v.push(string_case(
         group,
         "governor check_key(&String) (MonotonicClock)",
+        &names,
+        move |k| g.check_key(k).is_ok(),
+    ));
+    let g = governor::RateLimiter::<String, _, _, _>::dashmap(g_live());
+    v.push(string_case(
+        group,
+        "governor check_key(&String) (default clock)",
         &names,
         move |k| g.check_key(k).is_ok(),
     ));

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p fluxrate-benches --example callgrind
-//! valgrind --tool=callgrind target/release/examples/callgrind flux_tb   # or: flux_fixed, flux_swc,
+//! valgrind --tool=callgrind target/release/examples/callgrind flux_tb   # or: flux_tb_stats, flux_fixed, flux_swc,
 //!                                                                        # flux_keyed, floor_keyed, gov,
 //!                                                                        # gov_keyed, empty,
 //!                                                                        # flux_log, flux_log_check,
@@ -39,6 +39,16 @@ fn main() {
     let open = Quota::new(1, Duration::from_nanos(1)).with_burst(u64::from(u32::MAX));
     match which.as_str() {
         "flux_tb" => direct(open, Algorithm::TokenBucket),
+        "flux_tb_stats" => {
+            // The same with the limiter-wide counters on (the default).
+            let l = RateLimiter::builder(open)
+                .clock(ManualClock::new())
+                .build()
+                .unwrap();
+            for _ in 0..N {
+                black_box(l.allow());
+            }
+        }
         "flux_swc" => direct(
             Quota::new(1_000_000, Duration::from_secs(1)),
             Algorithm::SlidingWindowCounter,
@@ -136,7 +146,7 @@ fn main() {
         }
         "empty" => {}
         other => {
-            eprintln!("unknown workload {other:?}: flux_tb, flux_swc, flux_fixed, flux_keyed, floor_keyed, flux_log, flux_log_check, flux_log_reject, gov, gov_keyed, empty, empty_advance");
+            eprintln!("unknown workload {other:?}: flux_tb, flux_tb_stats, flux_swc, flux_fixed, flux_keyed, floor_keyed, flux_log, flux_log_check, flux_log_reject, gov, gov_keyed, empty, empty_advance");
             std::process::exit(2);
         }
     }

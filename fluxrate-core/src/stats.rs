@@ -5,8 +5,9 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// Stripes a limiter keeps for threads that own one: counted with a plain load and store.
 const OWNED: usize = 16;
-/// Stripes shared by the threads beyond [`OWNED`], counted with `fetch_add`.
-const SHARED: usize = 8;
+/// All stripes: the owned ones, then those shared by the threads beyond [`OWNED`], counted
+/// with `fetch_add`. A power of two, so that masking an index proves it in bounds.
+const STRIPES: usize = 32;
 
 /// One cache line (two, against adjacent-line prefetch) of counters.
 #[derive(Debug, Default)]
@@ -21,9 +22,9 @@ struct Stripe {
 /// Each thread owns one of the first [`OWNED`] stripes while it lives (the same index in
 /// every limiter, handed out by a process-wide registry and given back when the thread exits),
 /// and counts on it with a plain load and store: no `lock` prefix, no contention. Threads
-/// beyond those share the [`SHARED`] stripes after them and count with `fetch_add`. Reading
-/// sums every stripe; [`clear`](Self::clear) does not write the stripes (a racing owner's
-/// store would undo it) but records the sums as the new zero.
+/// beyond those share the other stripes and count with `fetch_add`. Reading sums every
+/// stripe; [`clear`](Self::clear) does not write the stripes (a racing owner's store would
+/// undo it) but records the sums as the new zero. 4 KiB per limiter.
 ///
 /// # Memory ordering
 ///
@@ -34,7 +35,7 @@ struct Stripe {
 /// sees it also sees stripe values at least as large as those it was summed from.
 #[derive(Debug)]
 pub(crate) struct Counters {
-    stripes: Box<[Stripe]>,
+    stripes: Box<[Stripe; STRIPES]>,
     zero_allowed: AtomicU64,
     zero_rejected: AtomicU64,
 }
@@ -42,7 +43,7 @@ pub(crate) struct Counters {
 impl Default for Counters {
     fn default() -> Self {
         Self {
-            stripes: (0..OWNED + SHARED).map(|_| Stripe::default()).collect(),
+            stripes: Box::new(core::array::from_fn(|_| Stripe::default())),
             zero_allowed: AtomicU64::new(0),
             zero_rejected: AtomicU64::new(0),
         }
@@ -52,7 +53,8 @@ impl Default for Counters {
 /// The process-wide registry of owned stripe indices. (Plain `std` synchronisation: a
 /// registry of threads, not part of any cell's state machine, so not modelled by loom.)
 mod registry {
-    use super::{OWNED, SHARED};
+    use super::{OWNED, STRIPES};
+    use std::cell::Cell;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -61,43 +63,72 @@ mod registry {
     /// Round-robin over the shared stripes, for threads that found no owned one.
     static NEXT_SHARED: AtomicUsize = AtomicUsize::new(0);
 
-    /// A thread's stripe index; an owned one goes back to the registry when the thread exits.
-    pub(super) struct Slot(pub(super) usize);
-
-    impl Slot {
-        fn claim() -> Self {
-            let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = free.0.pop() {
-                return Slot(i);
-            }
-            if free.1 < OWNED {
-                free.1 += 1;
-                return Slot(free.1 - 1);
-            }
-            Slot(OWNED + NEXT_SHARED.fetch_add(1, Ordering::Relaxed) % SHARED)
-        }
-    }
-
-    impl Drop for Slot {
-        fn drop(&mut self) {
-            if self.0 < OWNED {
-                FREE.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0
-                    .push(self.0);
-            }
-        }
-    }
+    /// No stripe yet: the thread has not counted.
+    const UNSET: usize = usize::MAX;
 
     thread_local! {
-        static SLOT: Slot = Slot::claim();
+        /// This thread's stripe index (`UNSET` until it first counts): a plain thread-local
+        /// with no destructor, so that reading it costs one load.
+        static SLOT: Cell<usize> = const { Cell::new(UNSET) };
+        /// Gives an owned index back when the thread exits (set when one is claimed).
+        static OWNER: Owner = const { Owner(Cell::new(UNSET)) };
     }
 
-    /// This thread's stripe: an owned one (`< OWNED`) or a shared one. A thread whose
-    /// thread-locals are being destroyed counts on a shared stripe.
+    struct Owner(Cell<usize>);
+
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            let i = self.0.get();
+            if i < OWNED {
+                // Counting after this (other thread-locals' destructors) uses a shared stripe.
+                let _ = SLOT.try_with(|s| s.set(OWNED));
+                FREE.lock().unwrap_or_else(|e| e.into_inner()).0.push(i);
+            }
+        }
+    }
+
+    /// Take an owned index if one is free (and arrange to give it back at thread exit), else
+    /// a shared one.
+    #[cold]
+    #[inline(never)]
+    fn claim() -> usize {
+        let shared = || OWNED + NEXT_SHARED.fetch_add(1, Ordering::Relaxed) % (STRIPES - OWNED);
+        let i = {
+            let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+            match free.0.pop() {
+                Some(i) => i,
+                None if free.1 < OWNED => {
+                    free.1 += 1;
+                    free.1 - 1
+                }
+                None => UNSET,
+            }
+        };
+        if i == UNSET {
+            return shared();
+        }
+        // Registering the destructor fails only while the thread's thread-locals are being
+        // destroyed: then the index goes straight back and the thread shares.
+        if OWNER.try_with(|o| o.0.set(i)).is_err() {
+            FREE.lock().unwrap_or_else(|e| e.into_inner()).0.push(i);
+            return shared();
+        }
+        i
+    }
+
+    /// This thread's stripe: an owned one (`< OWNED`) or a shared one.
     #[inline]
     pub(super) fn slot() -> usize {
-        SLOT.try_with(|s| s.0).unwrap_or(OWNED)
+        SLOT.try_with(|s| {
+            let i = s.get();
+            if i != UNSET {
+                return i;
+            }
+            let i = claim();
+            s.set(i);
+            i
+        })
+        .unwrap_or(OWNED)
     }
 }
 
@@ -105,7 +136,7 @@ impl Counters {
     #[inline]
     pub(crate) fn record(&self, allowed: bool) {
         let i = registry::slot();
-        let s = &self.stripes[i];
+        let s = &self.stripes[i % STRIPES];
         let c = if allowed { &s.allowed } else { &s.rejected };
         if i < OWNED {
             // The only writer of this stripe: no read-modify-write needed.

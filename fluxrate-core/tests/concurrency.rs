@@ -383,11 +383,13 @@ fn stats_count_every_decision_across_thread_churn() {
         .clock(ManualClock::new())
         .build()
         .unwrap();
-    let per_thread = 20_000u64;
+    let per_thread = 100_000u64;
     let count_wave = |threads: usize| {
+        let start = Barrier::new(threads);
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {
+                    start.wait();
                     for _ in 0..per_thread {
                         let _ = l.allow();
                     }
