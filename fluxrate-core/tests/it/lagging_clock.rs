@@ -245,3 +245,36 @@ fn window_algorithms_hold_their_bounds_in_true_time() {
         );
     }
 }
+
+/// A refusal decided again at the precise reading keeps its waits relative to the reading it
+/// reports (`decided_at`, the lagging one), so the instant it names is the true one: a token
+/// bucket of 1 per 100 ms admits at the reading 996 ms (true time 1,000 ms, the TAT becomes
+/// 1,096 ms); a request at true time 1,095 ms reads 1,088 ms, is refused, is decided again at
+/// 1,095 ms and refused again, and must name 1,096 ms, not 1,089 ms.
+#[test]
+fn a_refined_refusal_names_the_true_instant() {
+    let ms = 1_000_000u64;
+    for keyed in [false, true] {
+        let clock = LaggingClock::at(1_000 * ms);
+        let direct = limiter(Algorithm::TokenBucket, quota(1, 100 * ms), &clock);
+        let by_key = RateLimiter::builder(quota(1, 100 * ms))
+            .clock(clock.clone())
+            .keyed::<u8>()
+            .build()
+            .unwrap();
+        let check = || match keyed {
+            true => by_key.check_key(&1),
+            false => direct.check(),
+        };
+        let first = check().unwrap();
+        assert_eq!(first.admitted_at(), 996 * ms);
+        clock.set(1_095 * ms);
+        let refused = check().unwrap_err();
+        assert_eq!(refused.decided_at(), 1_088 * ms, "keyed: {keyed}");
+        assert_eq!(
+            refused.decided_at() + refused.retry_after().as_nanos() as u64,
+            1_096 * ms,
+            "keyed: {keyed}"
+        );
+    }
+}
