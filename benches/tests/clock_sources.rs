@@ -241,11 +241,11 @@ fn the_default_clocks_lag_is_within_what_it_reports() {
     }
 }
 
-/// The default limiter runs under valgrind. Its clock reads go through libc (rustix's
-/// `use-libc`), whose vDSO handling valgrind supports; rustix's own vDSO lookup read the
-/// kernel's auxiliary vector and crashed under valgrind (SIGSEGV in `check_elf_base`, on the
-/// first `CoarseClock::new`). Runs `default_limiter_under_valgrind` in this binary under
-/// `valgrind --tool=none`; skipped (and counted so) without valgrind, unless
+/// The default limiter runs under valgrind. Its clock finds the vDSO through libc's
+/// `getauxval` (rustix's `use-libc-auxv`), which valgrind keeps true; rustix's default read
+/// the kernel's own auxiliary vector and crashed under valgrind (SIGSEGV in `check_elf_base`,
+/// on the first `CoarseClock::new`). Runs `default_limiter_under_valgrind` in this binary
+/// under `valgrind --tool=none`; skipped (and counted so) without valgrind, unless
 /// `FLUXRATE_REQUIRE_VALGRIND=1`.
 #[test]
 fn the_default_clock_runs_under_valgrind() {
