@@ -51,8 +51,70 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
     }
 }
 
-/// The response future of [`RateLimit`].
-pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+/// A boxed response future.
+type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RateLimit`].
+    ///
+    /// For an admitted request that waits for nothing (the usual case), the inner service's
+    /// future `F` itself, unboxed, with the fields and the [`Decision`] to add to its
+    /// response; otherwise (a refusal, a shaped request waiting for its place, a decision in
+    /// Redis) a boxed future, the type of `F` by default.
+    pub struct ResponseFuture<R, E, F = BoxFuture<R, E>> {
+        #[pin]
+        state: State<R, E, F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<R, E, F> {
+        Inner {
+            #[pin]
+            fut: F,
+            finish: Option<Finish>,
+        },
+        Boxed {
+            fut: BoxFuture<R, E>,
+        },
+    }
+}
+
+impl<R, E, F> ResponseFuture<R, E, F> {
+    /// The inner service's future; `finish` is added to its response.
+    fn inner(fut: F, finish: Option<Finish>) -> Self {
+        Self {
+            state: State::Inner { fut, finish },
+        }
+    }
+
+    fn boxed(fut: impl Future<Output = Result<R, E>> + Send + 'static) -> Self {
+        Self {
+            state: State::Boxed { fut: Box::pin(fut) },
+        }
+    }
+}
+
+impl<ResBody, E, F> Future for ResponseFuture<Response<ResBody>, E, F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { fut, finish } => {
+                let mut resp = core::task::ready!(fut.poll(cx))?;
+                if let Some(finish) = finish.take() {
+                    finish.apply(&mut resp);
+                }
+                Poll::Ready(Ok(resp))
+            }
+            StateProj::Boxed { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
 
 /// What a request took, given back when this is dropped still holding it: a shaped request's
 /// future dropped while it waits, or a decision dropped half-way.
@@ -262,7 +324,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<Response<ResBody>, S::Error>;
+    type Future = ResponseFuture<Response<ResBody>, S::Error, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -272,7 +334,7 @@ where
         let info = RequestInfo::of(&req);
         let config = &self.config;
         if config.exempt.as_ref().is_some_and(|f| f(&info)) {
-            return Box::pin(self.inner.call(req));
+            return ResponseFuture::inner(self.inner.call(req), None);
         }
         let n = config.cost(&info);
         #[cfg(feature = "redis")]
@@ -295,7 +357,7 @@ impl<S> RateLimit<S> {
         &mut self,
         mut v: Verdict,
         req: Request<B>,
-    ) -> ResponseFuture<Response<ResBody>, S::Error>
+    ) -> ResponseFuture<Response<ResBody>, S::Error, S::Future>
     where
         S: tower_service::Service<Request<B>, Response = Response<ResBody>>
             + Clone
@@ -308,20 +370,15 @@ impl<S> RateLimit<S> {
     {
         let config = &self.config;
         if let Some(resp) = config.refusal(&mut v) {
-            return Box::pin(async move { Ok(resp) });
+            return ResponseFuture::boxed(async move { Ok(resp) });
         }
         if !v.delay.is_zero() && !config.dry_run {
             let clone = self.inner.clone();
             let inner = core::mem::replace(&mut self.inner, clone);
-            return Box::pin(config.clone().after_delay(v, inner, req));
+            return ResponseFuture::boxed(config.clone().after_delay(v, inner, req));
         }
         let finish = config.finish(v);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            finish.apply(&mut resp);
-            Ok(resp)
-        })
+        ResponseFuture::inner(self.inner.call(req), Some(finish))
     }
 
     /// A request for a layer with a Redis limit: decided in a future polled once here; if a
@@ -333,7 +390,7 @@ impl<S> RateLimit<S> {
         req: Request<B>,
         keys: Vec<RequestKey>,
         n: u64,
-    ) -> ResponseFuture<Response<ResBody>, S::Error>
+    ) -> ResponseFuture<Response<ResBody>, S::Error, S::Future>
     where
         S: tower_service::Service<Request<B>, Response = Response<ResBody>>
             + Clone
@@ -352,7 +409,7 @@ impl<S> RateLimit<S> {
         let Poll::Ready((_, v)) = poll_once(decided.as_mut()) else {
             let clone = self.inner.clone();
             let inner = core::mem::replace(&mut self.inner, clone);
-            return Box::pin(async move {
+            return ResponseFuture::boxed(async move {
                 let (config, mut v) = decided.await;
                 if let Some(resp) = config.refusal(&mut v) {
                     return Ok(resp);
