@@ -2,7 +2,11 @@
 //! on loopback by its own current-thread tokio runtime (one server worker) and driven by
 //! `wrk -t1 -c32` in interleaved rounds (every variant once per round, so a slow period on a
 //! shared machine hits them alike). Prints a markdown table of requests per second and the
-//! ratio to the app without a limiter, per round, with the median and range of the ratios.
+//! ratio to the app without a limiter, per round, with the median and range of the ratios; and
+//! (on Linux) a table of the server thread's CPU time per request (from
+//! `/proc/<pid>/task/<tid>/schedstat`), with each variant's excess over the app without a
+//! limiter: the layer's own cost, which other load on the machine barely changes (throughput
+//! does).
 //!
 //! ```text
 //! cargo bench -p fluxrate-benches --bench http              # 3 rounds of 6 s per variant (1.5 min)
@@ -20,14 +24,31 @@ mod http_apps;
 
 use http_apps::{app, Variant};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 
+/// A server: its address and, on Linux, its thread's `schedstat` (CPU time in ns first).
+struct Server {
+    addr: SocketAddr,
+    schedstat: Option<PathBuf>,
+}
+
+/// The CPU time the thread of `schedstat` has run, in ns.
+fn cpu_ns(schedstat: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(schedstat).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// Serve `v`'s app on a free loopback port from a thread of its own with a current-thread
 /// runtime (one worker); the thread serves until the process exits.
-fn serve(v: Variant) -> SocketAddr {
+fn serve(v: Variant) -> Server {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let schedstat = std::fs::read_link("/proc/thread-self")
+            .ok()
+            .map(|p| Path::new("/proc").join(p).join("schedstat"))
+            .filter(|p| cpu_ns(p).is_some());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -36,7 +57,8 @@ fn serve(v: Variant) -> SocketAddr {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("a loopback port");
-            tx.send(listener.local_addr().expect("its address"))
+            let addr = listener.local_addr().expect("its address");
+            tx.send(Server { addr, schedstat })
                 .expect("the bench waits for the address");
             let svc = app(v).into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, svc).await.expect("the server runs");
@@ -48,6 +70,7 @@ fn serve(v: Variant) -> SocketAddr {
 /// What one `wrk` run reported.
 struct Run {
     requests_per_sec: f64,
+    requests: u64,
     /// Responses other than 2xx/3xx (none expected: the quota never refuses).
     non_2xx: u64,
 }
@@ -70,7 +93,13 @@ fn wrk(addr: SocketAddr, secs: u32) -> Run {
             .find_map(|l| l.trim().strip_prefix(label))
             .map(|rest| rest.trim().parse::<f64>().expect("a number"))
     };
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse().ok())
+        .expect("wrk reports the requests it sent");
     Run {
+        requests,
         requests_per_sec: number_after("Requests/sec:").expect("wrk reports Requests/sec"),
         non_2xx: number_after("Non-2xx or 3xx responses:").map_or(0, |n| n as u64),
     }
@@ -118,21 +147,29 @@ fn main() {
         );
         return;
     }
-    let servers: Vec<(Variant, SocketAddr)> = variants.iter().map(|&v| (v, serve(v))).collect();
-    // rps[variant][round]
+    let servers: Vec<(Variant, Server)> = variants.iter().map(|&v| (v, serve(v))).collect();
+    // rps[variant][round], and the server's CPU ns per request
     let mut rps = vec![Vec::new(); servers.len()];
+    let mut cpu = vec![Vec::new(); servers.len()];
     let mut refused = 0;
     for round in 1..=rounds {
         eprintln!("round {round} of {rounds}");
-        for (i, &(v, addr)) in servers.iter().enumerate() {
-            let run = wrk(addr, secs);
+        for (i, (v, server)) in servers.iter().enumerate() {
+            let before = server.schedstat.as_deref().and_then(cpu_ns);
+            let run = wrk(server.addr, secs);
+            let after = server.schedstat.as_deref().and_then(cpu_ns);
+            let per_request = before
+                .zip(after)
+                .map(|(b, a)| (a - b) as f64 / run.requests.max(1) as f64);
             eprintln!(
-                "  {:<17} {:>10.0} requests/s",
+                "  {:<17} {:>10.0} requests/s, server CPU {} ns per request",
                 v.name(),
-                run.requests_per_sec
+                run.requests_per_sec,
+                per_request.map_or("?".into(), |ns| format!("{ns:.0}"))
             );
             refused += run.non_2xx;
             rps[i].push(run.requests_per_sec);
+            cpu[i].extend(per_request);
         }
     }
     println!(
@@ -156,6 +193,25 @@ fn main() {
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         println!("{row} {:.2}× | {lo:.2}–{hi:.2}× |", median(&ratios));
+    }
+    if cpu.iter().all(|c| c.len() == rounds as usize) {
+        println!(
+            "\nserver thread CPU time per request (ns), and the excess over {} (the layer's own)\n",
+            servers[0].0.name()
+        );
+        println!("{head} median | median excess |\n{rule}---|---|");
+        for (i, (v, _)) in servers.iter().enumerate() {
+            let mut row = format!("| {} |", v.name());
+            for ns in &cpu[i] {
+                row.push_str(&format!(" {ns:.0} |"));
+            }
+            let excess: Vec<f64> = cpu[i].iter().zip(&cpu[0]).map(|(x, b)| x - b).collect();
+            println!(
+                "{row} {:.0} | {:+.0} |",
+                median(&cpu[i]),
+                if i == 0 { 0.0 } else { median(&excess) }
+            );
+        }
     }
     if refused > 0 {
         println!("\nwarning: {refused} responses were not 2xx (the quota should never refuse)");
