@@ -7,7 +7,9 @@
 //! cargo build --release -p fluxrate-benches --example http_calls
 //! target/release/examples/http_calls fluxrate                  # allocations per request
 //! valgrind --tool=callgrind target/release/examples/http_calls fluxrate   # or: none, governor,
-//!                                     # governor_headers, fluxrate_legacy; an optional count
+//!                                     # governor_headers, fluxrate_legacy, noop_layer (a layer
+//!                                     # that does nothing: axum's cost of any layer); an
+//!                                     # optional count
 //! ```
 //!
 //! Each request carries the peer address as axum's `ConnectInfo` (four addresses in turn, every
@@ -64,7 +66,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_default();
     let Some(v) = Variant::named(&name) else {
-        let names: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
+        let names: Vec<_> = Variant::ALL
+            .iter()
+            .chain(&[Variant::NoopLayer])
+            .map(|v| v.name())
+            .collect();
         eprintln!("unknown variant {name:?}: {}", names.join(", "));
         std::process::exit(2);
     };
@@ -89,7 +95,7 @@ fn main() {
         println!(
             "{}: {n} requests, {:.2} allocations per request",
             v.name(),
-            allocs as f64 / n as f64
+            allocs as f64 / n.max(1) as f64
         );
     });
 }

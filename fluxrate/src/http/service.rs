@@ -60,7 +60,8 @@ pin_project_lite::pin_project! {
     /// For an admitted request that waits for nothing (the usual case), the inner service's
     /// future `F` itself, unboxed, with the fields and the [`Decision`] to add to its
     /// response; otherwise (a refusal, a shaped request waiting for its place, a decision in
-    /// Redis) a boxed future, the type of `F` by default.
+    /// Redis) a boxed future. `F` defaults to that boxed future, so that
+    /// `ResponseFuture<R, E>` names a type too.
     pub struct ResponseFuture<R, E, F = BoxFuture<R, E>> {
         #[pin]
         state: State<R, E, F>,
@@ -154,6 +155,8 @@ impl Drop for GiveBack {
 impl Config {
     /// The fields for a request decided as `v` says.
     fn fields(&self, v: &Verdict) -> Fields {
+        // The items are the limits decided, in order from the first (the check stops at the
+        // first refusal): the last one's value lists them all.
         let policy = v.items.last().map(|&(i, _)| &self.policy_fields[i]);
         let items = v.items.iter().map(|&(i, current)| Item {
             sf_name: &self.limits[i].sf_name,
