@@ -845,3 +845,46 @@ async fn a_stale_counter_reader_is_told_when_it_stops_being_stale() {
         StatusCode::OK
     );
 }
+
+/// `RateLimit-Policy` lists the limits checked, in order: all of them for an admitted request,
+/// those up to the refusing one for a refusal (the layer builds one value per such prefix).
+#[tokio::test]
+async fn the_policy_field_lists_the_limits_checked() {
+    let q = Quota::per_hour;
+    let svc = RateLimitLayer::new()
+        .limit("a", q(1), Global)
+        .unwrap()
+        .limit("b", q(9), Global)
+        .unwrap()
+        .layer(ok());
+    let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(&r, "ratelimit-policy"),
+        "\"a\";q=1;w=3600, \"b\";q=9;w=3600"
+    );
+    let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&r, "ratelimit-policy"), "\"a\";q=1;w=3600");
+
+    let svc = RateLimitLayer::new()
+        .limit("a", q(9), Global)
+        .unwrap()
+        .limit("b", q(1), Global)
+        .unwrap()
+        .limit("c", q(9), Global)
+        .unwrap()
+        .layer(ok());
+    let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(&r, "ratelimit-policy"),
+        "\"a\";q=9;w=3600, \"b\";q=1;w=3600, \"c\";q=9;w=3600"
+    );
+    let r = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&r, "ratelimit-policy"),
+        "\"a\";q=9;w=3600, \"b\";q=1;w=3600"
+    );
+}

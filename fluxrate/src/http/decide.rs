@@ -56,6 +56,10 @@ pub(super) enum Backend {
 #[derive(Clone)]
 pub(super) struct Limit {
     pub(super) name: Arc<str>,
+    /// The name as a structured-field string, as the fields send it.
+    pub(super) sf_name: Box<str>,
+    /// The capacity as the legacy `X-RateLimit-Limit` sends it.
+    pub(super) capacity_value: ::http::HeaderValue,
     pub(super) backend: Backend,
     pub(super) extractor: Arc<dyn KeyExtractor>,
     pub(super) policy: Policy,
@@ -178,13 +182,14 @@ pub(super) struct Step {
 }
 
 /// What the limits decided so far took, while a request is being decided: given back if the
-/// decision is dropped half-way (empty once it completes).
-struct Deciding {
-    config: Arc<Config>,
+/// decision is dropped half-way (empty once it completes). It borrows the configuration and
+/// clones it only to give something back.
+struct Deciding<'a> {
+    config: &'a Arc<Config>,
     taken: Vec<Step>,
 }
 
-impl Drop for Deciding {
+impl Drop for Deciding<'_> {
     fn drop(&mut self) {
         if self.taken.is_empty() {
             return;
@@ -250,11 +255,18 @@ impl Config {
         self.cost.as_ref().map_or(1, |f| f(info))
     }
 
+    /// The key of limit `i` for a request.
+    pub(super) fn key(&self, i: usize, info: &RequestInfo<'_>) -> RequestKey {
+        self.limits[i]
+            .extractor
+            .key(info)
+            .unwrap_or(RequestKey::Unknown)
+    }
+
+    /// The key of every limit for a request.
+    #[cfg(feature = "redis")]
     pub(super) fn keys(&self, info: &RequestInfo<'_>) -> Vec<RequestKey> {
-        self.limits
-            .iter()
-            .map(|l| l.extractor.key(info).unwrap_or(RequestKey::Unknown))
-            .collect()
+        (0..self.limits.len()).map(|i| self.key(i, info)).collect()
     }
 
     /// Decide a request against every limit, in order and all or nothing (what the earlier
@@ -268,16 +280,20 @@ impl Config {
     /// Dropped while a Redis limit is pending, it gives back what the earlier limits took (in
     /// process at once, in Redis from a task on the current runtime), as a shaped request
     /// dropped while it waits does.
-    pub(super) async fn decide(self: Arc<Self>, keys: Vec<RequestKey>, n: u64) -> Verdict {
+    pub(super) async fn decide(
+        self: &Arc<Self>,
+        key: impl Fn(usize) -> RequestKey,
+        n: u64,
+    ) -> Verdict {
         let mut deciding = Deciding {
-            config: self.clone(),
+            config: self,
             taken: Vec::new(),
         };
-        let (config, keys) = (&*self, &keys);
+        let (config, key) = (&**self, &key);
         let outcome = all_or_nothing(
             &mut deciding.taken,
             self.limits.len(),
-            move |i| config.decide_one(i, keys[i].clone(), n),
+            move |i| config.decide_one(i, key(i), n),
             move |i, step: Step| async move {
                 let back = config.give_back(i, &step.key, &step.taken).await;
                 (step, back)
@@ -305,37 +321,52 @@ impl Config {
     /// The verdict of the all-or-nothing routine: each limit decided, in order, its numbers
     /// (after a refusal, as of before the admissions that came back) and what stays taken.
     fn verdict(&self, outcome: AllOrNothing<Step, Stop>, n: u64) -> Verdict {
-        let mut v = Verdict::default();
-        let (steps, stop) = match outcome {
-            AllOrNothing::Admitted(steps) => {
-                (steps.into_iter().map(|s| (s, false)).collect(), None)
-            }
-            AllOrNothing::Refused {
-                index,
-                refusal,
-                given_back,
-            } => (given_back, Some((index, refusal))),
+        let count = self.limits.len();
+        let mut v = Verdict {
+            items: Vec::with_capacity(count),
+            limits: Vec::with_capacity(count),
+            ..Verdict::default()
         };
-        let mut back = Vec::new();
-        for (i, (step, came_back)) in steps.into_iter().enumerate() {
+        let admitted = |v: &mut Verdict, i: usize, step: &Step| {
             v.delay = v.delay.max(step.taken.admitted().delay());
             v.items.push((i, step.current));
             v.limits.push(self.limit_decision(i, step.by, true));
-            if came_back {
-                back.push(i);
+        };
+        match outcome {
+            AllOrNothing::Admitted(steps) => {
+                for (i, step) in steps.iter().enumerate() {
+                    admitted(&mut v, i, step);
+                }
+                // What was taken is needed only to give it back: by a shaped request dropped
+                // while it waits.
+                if !v.delay.is_zero() {
+                    v.taken = steps
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, s)| (i, s.key, s.taken))
+                        .collect();
+                }
             }
-            if stop.is_none() {
-                v.taken.push((i, step.key, step.taken));
-            }
-        }
-        if let Some((index, stop)) = stop {
-            v.items.push((index, stop.current));
-            v.limits.push(self.limit_decision(index, stop.by, false));
-            v.refused = Some(Refused {
+            AllOrNothing::Refused {
                 index,
-                why: stop.why,
-            });
-            v.given_back(self, &back, n);
+                refusal: stop,
+                given_back,
+            } => {
+                let mut back = Vec::new();
+                for (i, (step, came_back)) in given_back.iter().enumerate() {
+                    admitted(&mut v, i, step);
+                    if *came_back {
+                        back.push(i);
+                    }
+                }
+                v.items.push((index, stop.current));
+                v.limits.push(self.limit_decision(index, stop.by, false));
+                v.refused = Some(Refused {
+                    index,
+                    why: stop.why,
+                });
+                v.given_back(self, &back, n);
+            }
         }
         v
     }

@@ -130,77 +130,202 @@ pub(super) fn sf_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// One limit's share of the fields.
-pub(super) struct Item<'a> {
-    pub(super) name: &'a str,
-    pub(super) policy: Policy,
-    /// Burst, queue capacity, or calls per window (the legacy `X-RateLimit-Limit`).
-    pub(super) capacity: u64,
-    pub(super) current: Option<Current>,
+/// Field values with up to this many bytes are built on the stack.
+const INLINE: usize = 192;
+
+/// The bytes of one field value being built: on the stack, moved to the heap past [`INLINE`]
+/// bytes (so a value costs one allocation, the `HeaderValue`'s own).
+pub(super) struct FieldValue {
+    inline: [u8; INLINE],
+    len: usize,
+    spilled: Vec<u8>,
 }
 
-/// Write `RateLimit-Policy` (every limit checked), `RateLimit` (those with numbers: a
-/// fail-open limit has none), and optionally `X-RateLimit-*` (the most restrictive limit:
-/// fewest remaining, then the longest reset).
-pub(super) fn write_headers(
-    headers: &mut HeaderMap,
-    items: &[Item<'_>],
-    unit: Option<&str>,
-    legacy: bool,
-) {
-    if items.is_empty() {
-        return;
+impl FieldValue {
+    pub(super) fn new() -> Self {
+        Self {
+            inline: [0; INLINE],
+            len: 0,
+            spilled: Vec::new(),
+        }
     }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0 && self.spilled.is_empty()
+    }
+
+    pub(super) fn push(&mut self, bytes: &[u8]) {
+        match self.inline.get_mut(self.len..self.len + bytes.len()) {
+            Some(room) if self.spilled.is_empty() => {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            _ => {
+                if self.spilled.is_empty() {
+                    self.spilled.extend_from_slice(&self.inline[..self.len]);
+                }
+                self.spilled.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    /// `x` in decimal.
+    pub(super) fn push_int(&mut self, mut x: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (x % 10) as u8;
+            x /= 10;
+            if x == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+
+    /// The header value (the layer writes printable ASCII only: never fails in practice).
+    pub(super) fn value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(self.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// A structured-field string as [`sf_string`] writes it.
+pub(super) fn sf_string_of(s: &str) -> Box<str> {
+    let mut out = String::new();
+    sf_string(&mut out, s);
+    out.into()
+}
+
+/// The `RateLimit-Policy` values of a layer, built once with it: value `k` has the items of
+/// limits `0..=k` (`name` is the limit's name, `unit` the layer's quota unit), the field of
+/// a request decided up to limit `k`.
+pub(super) fn policy_fields<'a>(
+    limits: impl IntoIterator<Item = (&'a str, Policy)>,
+    unit: Option<&str>,
+) -> Vec<HeaderValue> {
     let mut policy = String::new();
-    let mut current = String::new();
-    for it in items {
+    let mut fields = Vec::new();
+    for (name, p) in limits {
         if !policy.is_empty() {
             policy.push_str(", ");
         }
-        sf_string(&mut policy, it.name);
-        let _ = write!(policy, ";q={}", it.policy.q);
+        sf_string(&mut policy, name);
+        let _ = write!(policy, ";q={}", p.q);
         if let Some(u) = unit {
             policy.push_str(";qu=");
             sf_string(&mut policy, u);
         }
-        let _ = write!(policy, ";w={}", it.policy.w);
-        if let Some(b) = it.policy.burst {
+        let _ = write!(policy, ";w={}", p.w);
+        if let Some(b) = p.burst {
             let _ = write!(policy, ";fluxrate-burst={b}");
         }
-        if let Some(c) = it.current {
-            if !current.is_empty() {
-                current.push_str(", ");
-            }
-            sf_string(&mut current, it.name);
-            let _ = write!(current, ";r={}", sf_int(c.r));
-            if let Some(t) = c.t {
-                let _ = write!(current, ";t={}", sf_int(t.as_secs()));
+        fields.push(header_value(policy.clone()));
+    }
+    fields
+}
+
+/// `RateLimit-Policy`.
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// One limit's share of the fields.
+#[derive(Clone, Copy)]
+pub(super) struct Item<'a> {
+    /// The limit's name as a structured-field string (quoted).
+    pub(super) sf_name: &'a str,
+    /// Burst, queue capacity, or calls per window (the legacy `X-RateLimit-Limit`), as a
+    /// header value.
+    pub(super) capacity: &'a HeaderValue,
+    pub(super) current: Option<Current>,
+}
+
+/// The fields of one response, computed when its request is decided and written onto the
+/// response later ([`write`](Self::write)).
+#[derive(Default)]
+pub(super) struct Fields {
+    policy: Option<HeaderValue>,
+    current: Option<HeaderValue>,
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`.
+    legacy: Option<[HeaderValue; 3]>,
+}
+
+impl Fields {
+    /// `RateLimit-Policy` (`policy`: the items of every limit checked, from
+    /// [`policy_fields`]), `RateLimit` (those of `items` with numbers: a fail-open limit has
+    /// none), and optionally `X-RateLimit-*` (the most restrictive limit: fewest remaining,
+    /// then the longest reset).
+    pub(super) fn new<'a>(
+        policy: Option<&HeaderValue>,
+        items: impl Iterator<Item = Item<'a>> + Clone,
+        legacy: bool,
+    ) -> Self {
+        let Some(policy) = policy else {
+            return Self::default();
+        };
+        let mut current = FieldValue::new();
+        for it in items.clone() {
+            if let Some(c) = it.current {
+                if !current.is_empty() {
+                    current.push(b", ");
+                }
+                current.push(it.sf_name.as_bytes());
+                current.push(b";r=");
+                current.push_int(sf_int(c.r));
+                if let Some(t) = c.t {
+                    current.push(b";t=");
+                    current.push_int(sf_int(t.as_secs()));
+                }
             }
         }
+        let legacy = legacy
+            .then(|| {
+                items
+                    .filter_map(|it| it.current.map(|c| (it, c)))
+                    .min_by_key(|(_, c)| (c.r, core::cmp::Reverse(c.reset)))
+            })
+            .flatten()
+            .map(|(it, c)| {
+                let int = |v: u64| {
+                    let mut f = FieldValue::new();
+                    f.push_int(sf_int(v));
+                    f.value()
+                };
+                [it.capacity.clone(), int(c.r), int(ceil_secs(c.reset))]
+            });
+        Self {
+            policy: Some(policy.clone()),
+            current: (!current.is_empty()).then(|| current.value()),
+            legacy,
+        }
     }
-    headers.insert(
-        HeaderName::from_static("ratelimit-policy"),
-        header_value(policy),
-    );
-    if !current.is_empty() {
-        headers.insert(HeaderName::from_static("ratelimit"), header_value(current));
-    }
-    if legacy {
-        let most = items
-            .iter()
-            .filter_map(|it| it.current.map(|c| (it, c)))
-            .min_by_key(|(_, c)| (c.r, core::cmp::Reverse(c.reset)));
-        if let Some((it, c)) = most {
-            let limit = it.capacity;
-            let set = |h: &mut HeaderMap, name, v: u64| {
-                h.insert(
-                    HeaderName::from_static(name),
-                    header_value(sf_int(v).to_string()),
-                );
-            };
-            set(headers, "x-ratelimit-limit", limit);
-            set(headers, "x-ratelimit-remaining", c.r);
-            set(headers, "x-ratelimit-reset", ceil_secs(c.reset));
+
+    /// Write the fields onto `headers`.
+    pub(super) fn write(self, headers: &mut HeaderMap) {
+        let Some(policy) = self.policy else { return };
+        headers.reserve(
+            1 + usize::from(self.current.is_some()) + 3 * usize::from(self.legacy.is_some()),
+        );
+        headers.insert(RATELIMIT_POLICY, policy);
+        if let Some(current) = self.current {
+            headers.insert(RATELIMIT, current);
+        }
+        if let Some([limit, remaining, reset]) = self.legacy {
+            headers.insert(X_RATELIMIT_LIMIT, limit);
+            headers.insert(X_RATELIMIT_REMAINING, remaining);
+            headers.insert(X_RATELIMIT_RESET, reset);
         }
     }
 }
@@ -280,5 +405,27 @@ mod tests {
         let mut s = String::new();
         sf_string(&mut s, r#"a"b\c"#);
         assert_eq!(s, r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn field_values_inline_and_spilled() {
+        for x in [0, 7, 10, 999_999_999_999_999, u64::MAX] {
+            let mut f = FieldValue::new();
+            f.push_int(x);
+            assert_eq!(f.value(), x.to_string().as_str());
+        }
+        // Past the inline bytes, one push at a time and in one push that does not fit.
+        let long: String = (0..100).map(|i| format!("{i},")).collect();
+        let mut f = FieldValue::new();
+        assert!(f.is_empty());
+        for chunk in long.as_bytes().chunks(7) {
+            f.push(chunk);
+        }
+        assert_eq!(f.value(), long.as_str());
+        let mut f = FieldValue::new();
+        f.push(b"ab");
+        f.push(long.as_bytes());
+        assert!(!f.is_empty());
+        assert_eq!(f.value(), format!("ab{long}").as_str());
     }
 }

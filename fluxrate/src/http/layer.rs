@@ -1,11 +1,11 @@
 //! [`RateLimitLayer`]: the limits of a layer and its options.
 
 use super::decide::{Backend, Limit};
-use super::headers::{validate_name, Policy};
+use super::headers::{policy_fields, sf_int, sf_string_of, validate_name, Policy};
 use super::key::{KeyExtractor, RequestInfo, RequestKey};
 use super::service::RateLimit;
 use crate::{Algorithm, Clock, ConfigError, OverflowPolicy, Quota, RateLimiter};
-use ::http::StatusCode;
+use ::http::{HeaderValue, StatusCode};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -33,6 +33,20 @@ pub(super) struct Config {
     pub(super) max_delay: Option<Duration>,
     pub(super) max_keys: usize,
     pub(super) overflow: OverflowPolicy,
+    /// The `RateLimit-Policy` value of a request decided up to limit `k` (built from the
+    /// limits and the quota unit: rebuilt by [`refresh_fields`](Self::refresh_fields) whenever
+    /// either changes).
+    pub(super) policy_fields: Vec<HeaderValue>,
+}
+
+impl Config {
+    /// Rebuild what the fields precompute from the limits and the quota unit.
+    fn refresh_fields(&mut self) {
+        self.policy_fields = policy_fields(
+            self.limits.iter().map(|l| (&*l.name, l.policy)),
+            self.unit.as_deref(),
+        );
+    }
 }
 
 /// A tower [`Layer`](tower_layer::Layer) that rate-limits HTTP requests.
@@ -98,6 +112,7 @@ impl RateLimitLayer {
                 max_delay: None,
                 max_keys: DEFAULT_MAX_KEYS,
                 overflow: OverflowPolicy::Reject,
+                policy_fields: Vec::new(),
             }),
         }
     }
@@ -192,8 +207,11 @@ impl RateLimitLayer {
                 name: name.to_owned(),
             });
         }
-        self.config_mut().limits.push(Limit {
+        let config = self.config_mut();
+        config.limits.push(Limit {
             name: name.into(),
+            sf_name: sf_string_of(name),
+            capacity_value: HeaderValue::from(sf_int(capacity)),
             backend,
             extractor: Arc::new(extractor),
             policy: Policy::of(quota, algorithm, capacity),
@@ -201,6 +219,7 @@ impl RateLimitLayer {
             capacity,
             interval,
         });
+        config.refresh_fields();
         Ok(self)
     }
 
@@ -316,7 +335,9 @@ impl RateLimitLayer {
     /// [`ConfigError::InvalidName`] for an empty or non-ASCII unit.
     pub fn quota_unit(mut self, unit: &str) -> Result<Self, ConfigError> {
         validate_name(unit)?;
-        self.config_mut().unit = Some(unit.into());
+        let config = self.config_mut();
+        config.unit = Some(unit.into());
+        config.refresh_fields();
         Ok(self)
     }
 

@@ -20,6 +20,12 @@ impl Limit {
         (self.algorithm == Algorithm::LeakyBucket).then(|| max_delay.map(ns))
     }
 
+    /// Whether the limit is decided in Redis (a round trip: the decision may wait).
+    #[cfg(feature = "redis")]
+    pub(super) fn is_redis(&self) -> bool {
+        matches!(self.backend, super::decide::Backend::Redis(_))
+    }
+
     pub(super) fn is_bucket(&self) -> bool {
         matches!(
             self.algorithm,

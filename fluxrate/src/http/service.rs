@@ -3,14 +3,14 @@
 
 use super::decide::{Refusal, Taken, Verdict};
 use super::decision::Decision;
-use super::headers::{ceil_secs, header_value, problem_json, write_headers, Item};
+use super::headers::{ceil_secs, header_value, problem_json, Fields, Item};
 use super::key::{RequestInfo, RequestKey};
 use super::layer::Config;
 use crate::all_or_nothing::poll_once;
 use ::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use ::http::{HeaderValue, Request, Response};
 use core::future::Future;
-use core::pin::Pin;
+use core::pin::{pin, Pin};
 use core::task::{Context, Poll};
 use std::fmt;
 use std::sync::Arc;
@@ -51,8 +51,71 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
     }
 }
 
-/// The response future of [`RateLimit`].
-pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+/// A boxed response future.
+type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RateLimit`].
+    ///
+    /// For an admitted request that waits for nothing (the usual case), the inner service's
+    /// future `F` itself, unboxed, with the fields and the [`Decision`] to add to its
+    /// response; otherwise (a refusal, a shaped request waiting for its place, a decision in
+    /// Redis) a boxed future. `F` defaults to that boxed future, so that
+    /// `ResponseFuture<R, E>` names a type too.
+    pub struct ResponseFuture<R, E, F = BoxFuture<R, E>> {
+        #[pin]
+        state: State<R, E, F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<R, E, F> {
+        Inner {
+            #[pin]
+            fut: F,
+            finish: Option<Finish>,
+        },
+        Boxed {
+            fut: BoxFuture<R, E>,
+        },
+    }
+}
+
+impl<R, E, F> ResponseFuture<R, E, F> {
+    /// The inner service's future; `finish` is added to its response.
+    fn inner(fut: F, finish: Option<Finish>) -> Self {
+        Self {
+            state: State::Inner { fut, finish },
+        }
+    }
+
+    fn boxed(fut: impl Future<Output = Result<R, E>> + Send + 'static) -> Self {
+        Self {
+            state: State::Boxed { fut: Box::pin(fut) },
+        }
+    }
+}
+
+impl<ResBody, E, F> Future for ResponseFuture<Response<ResBody>, E, F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { fut, finish } => {
+                let mut resp = core::task::ready!(fut.poll(cx))?;
+                if let Some(finish) = finish.take() {
+                    finish.apply(&mut resp);
+                }
+                Poll::Ready(Ok(resp))
+            }
+            StateProj::Boxed { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
 
 /// What a request took, given back when this is dropped still holding it: a shaped request's
 /// future dropped while it waits, or a decision dropped half-way.
@@ -90,24 +153,21 @@ impl Drop for GiveBack {
 }
 
 impl Config {
-    fn items(&self, v: &Verdict) -> Vec<Item<'_>> {
-        v.items
-            .iter()
-            .map(|&(i, current)| Item {
-                name: &self.limits[i].name,
-                policy: self.limits[i].policy,
-                capacity: self.limits[i].capacity,
-                current,
-            })
-            .collect()
-    }
-
-    fn write(&self, h: &mut ::http::HeaderMap, v: &Verdict) {
-        write_headers(h, &self.items(v), self.unit.as_deref(), self.legacy_headers);
+    /// The fields for a request decided as `v` says.
+    fn fields(&self, v: &Verdict) -> Fields {
+        // The items are the limits decided, in order from the first (the check stops at the
+        // first refusal): the last one's value lists them all.
+        let policy = v.items.last().map(|&(i, _)| &self.policy_fields[i]);
+        let items = v.items.iter().map(|&(i, current)| Item {
+            sf_name: &self.limits[i].sf_name,
+            capacity: &self.limits[i].capacity_value,
+            current,
+        });
+        Fields::new(policy, items, self.legacy_headers)
     }
 
     /// The response for a refused request, or `None` to call the inner service.
-    fn refusal<ResBody: From<String>>(&self, v: &Verdict) -> Option<Response<ResBody>> {
+    fn refusal<ResBody: From<String>>(&self, v: &mut Verdict) -> Option<Response<ResBody>> {
         let refused = v.refused.as_ref()?;
         if self.dry_run {
             return None;
@@ -170,7 +230,7 @@ impl Config {
         let mut resp = Response::new(ResBody::from(body.unwrap_or_else(|| self.body.clone())));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        self.write(h, v);
+        self.fields(v).write(h);
         if let Some(retry) = retry {
             h.insert(
                 RETRY_AFTER,
@@ -189,7 +249,8 @@ impl Config {
         Some(resp)
     }
 
-    fn decision(&self, v: &Verdict) -> Decision {
+    /// The [`Decision`] for `v` (its list of limits moves into it).
+    fn decision(&self, v: &mut Verdict) -> Decision {
         Decision {
             admitted: v.refused.is_none(),
             refused_by: v
@@ -205,14 +266,16 @@ impl Config {
             ),
             dry_run: self.dry_run,
             delay: v.delay,
-            limits: v.limits.clone(),
+            limits: core::mem::take(&mut v.limits),
         }
     }
 
-    /// Add the headers and the [`Decision`] to the inner service's response.
-    fn finish<ResBody>(&self, v: &Verdict, resp: &mut Response<ResBody>) {
-        self.write(resp.headers_mut(), v);
-        resp.extensions_mut().insert(self.decision(v));
+    /// What to add to the inner service's response: the fields and the [`Decision`].
+    fn finish(&self, mut v: Verdict) -> Finish {
+        Finish {
+            fields: self.fields(&v),
+            decision: self.decision(&mut v),
+        }
     }
 
     /// Wait for a shaped request's place in the queue (giving it back if dropped meanwhile),
@@ -233,9 +296,24 @@ impl Config {
             let delay = v.delay;
             v.aged(&self, delay);
         }
+        let finish = self.finish(v);
         let mut resp = inner.call(req).await?;
-        self.finish(&v, &mut resp);
+        finish.apply(&mut resp);
         Ok(resp)
+    }
+}
+
+/// What the layer adds to the inner service's response, computed when the request is decided
+/// (so that the response future needs no configuration).
+struct Finish {
+    fields: Fields,
+    decision: Decision,
+}
+
+impl Finish {
+    fn apply<ResBody>(self, resp: &mut Response<ResBody>) {
+        self.fields.write(resp.headers_mut());
+        resp.extensions_mut().insert(self.decision);
     }
 }
 
@@ -249,7 +327,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<Response<ResBody>, S::Error>;
+    type Future = ResponseFuture<Response<ResBody>, S::Error, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -257,38 +335,91 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let info = RequestInfo::of(&req);
-        let config = self.config.clone();
+        let config = &self.config;
         if config.exempt.as_ref().is_some_and(|f| f(&info)) {
-            return Box::pin(self.inner.call(req));
+            return ResponseFuture::inner(self.inner.call(req), None);
         }
-        let (keys, n) = (config.keys(&info), config.cost(&info));
-        let mut decided = Box::pin(config.clone().decide(keys, n));
-        let Poll::Ready(v) = poll_once(decided.as_mut()) else {
-            // A limit decides in Redis: the rest runs in the response future, on the service
-            // that was made ready, leaving a clone in its place (the usual tower pattern).
+        let n = config.cost(&info);
+        #[cfg(feature = "redis")]
+        if config.limits.iter().any(|l| l.is_redis()) {
+            let keys = config.keys(&info);
+            return self.call_remote(req, keys, n);
+        }
+        // Every limit is in process: the decision completes on its first poll, on the stack.
+        let decided = poll_once(pin!(config.decide(|i| config.key(i, &info), n)));
+        let Poll::Ready(v) = decided else {
+            unreachable!("an in-process limit decided with an await point");
+        };
+        self.respond(v, req)
+    }
+}
+
+impl<S> RateLimit<S> {
+    /// The response future for a request decided as `v` says.
+    fn respond<B, ResBody>(
+        &mut self,
+        mut v: Verdict,
+        req: Request<B>,
+    ) -> ResponseFuture<Response<ResBody>, S::Error, S::Future>
+    where
+        S: tower_service::Service<Request<B>, Response = Response<ResBody>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: 'static,
+        B: Send + 'static,
+        ResBody: From<String> + Send + 'static,
+    {
+        let config = &self.config;
+        if let Some(resp) = config.refusal(&mut v) {
+            return ResponseFuture::boxed(async move { Ok(resp) });
+        }
+        if !v.delay.is_zero() && !config.dry_run {
             let clone = self.inner.clone();
             let inner = core::mem::replace(&mut self.inner, clone);
-            return Box::pin(async move {
-                let v = decided.await;
-                if let Some(resp) = config.refusal(&v) {
+            return ResponseFuture::boxed(config.clone().after_delay(v, inner, req));
+        }
+        let finish = config.finish(v);
+        ResponseFuture::inner(self.inner.call(req), Some(finish))
+    }
+
+    /// A request for a layer with a Redis limit: decided in a future polled once here; if a
+    /// limit decides in Redis, the rest runs in the response future, on the service that was
+    /// made ready, leaving a clone in its place (the usual tower pattern).
+    #[cfg(feature = "redis")]
+    fn call_remote<B, ResBody>(
+        &mut self,
+        req: Request<B>,
+        keys: Vec<RequestKey>,
+        n: u64,
+    ) -> ResponseFuture<Response<ResBody>, S::Error, S::Future>
+    where
+        S: tower_service::Service<Request<B>, Response = Response<ResBody>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: 'static,
+        B: Send + 'static,
+        ResBody: From<String> + Send + 'static,
+    {
+        let config = self.config.clone();
+        let mut decided = Box::pin(async move {
+            let v = config.decide(|i| keys[i].clone(), n).await;
+            (config, v)
+        });
+        let Poll::Ready((_, v)) = poll_once(decided.as_mut()) else {
+            let clone = self.inner.clone();
+            let inner = core::mem::replace(&mut self.inner, clone);
+            return ResponseFuture::boxed(async move {
+                let (config, mut v) = decided.await;
+                if let Some(resp) = config.refusal(&mut v) {
                     return Ok(resp);
                 }
                 config.after_delay(v, inner, req).await
             });
         };
-        if let Some(resp) = config.refusal(&v) {
-            return Box::pin(async move { Ok(resp) });
-        }
-        if !v.delay.is_zero() && !config.dry_run {
-            let clone = self.inner.clone();
-            let inner = core::mem::replace(&mut self.inner, clone);
-            return Box::pin(config.after_delay(v, inner, req));
-        }
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            config.finish(&v, &mut resp);
-            Ok(resp)
-        })
+        self.respond(v, req)
     }
 }
