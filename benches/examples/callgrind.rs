@@ -7,20 +7,16 @@
 //!                                                                        # flux_keyed, floor_keyed, gov,
 //!                                                                        # gov_keyed, empty,
 //!                                                                        # flux_log, flux_log_check,
-//!                                                                        # flux_log_reject, empty_advance,
-//!                                                                        # flux_keyed_string, flux_keyed_string_nostats,
-//!                                                                        # floor_keyed_string, gov_keyed_string,
-//!                                                                        # empty_string
+//!                                                                        # flux_log_reject, empty_advance
 //! ```
 //!
 //! Each runs 1,000,000 checks with a fake clock (so the clock read does not dominate); subtract
-//! `empty` and divide by 10⁶ for instructions per check. The `*_string` workloads are the
-//! `keyed: 1,000 String keys` group of `compare` (fluxrate by `&str`, governor by `&String`,
-//! round-robin over `user-00000` … `user-00999`) with fake clocks: subtract `empty_string`
-//! (the same names and loop, no check).
+//! `empty` and divide by 10⁶ for instructions per check.
+//!
+//! The `String`-key workloads are in `callgrind_strings` (here they would move governor's code
+//! between codegen units and change the counts above).
 
 use fluxrate::{Algorithm, ManualClock, Quota, RateLimiter};
-use fluxrate_benches::live_quota;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,22 +34,6 @@ fn direct(quota: Quota, algorithm: Algorithm) {
         .unwrap();
     for _ in 0..N {
         black_box(l.allow());
-    }
-}
-
-/// 10⁶ `check(name)` round-robin over 1,000 `String` names, as in `compare` (no `%`).
-fn strings(check: impl Fn(&String) -> bool) {
-    let names: Vec<String> = (0..1_000).map(|i| format!("user-{i:05}")).collect();
-    for k in &names {
-        check(k); // every key exists before the count
-    }
-    let mut i = 0;
-    for _ in 0..N {
-        i += 1;
-        if i == names.len() {
-            i = 0;
-        }
-        black_box(check(black_box(&names[i])));
     }
 }
 
@@ -157,50 +137,9 @@ fn main() {
                 black_box(&clock);
             }
         }
-        // `compare`'s String-key limiter (stats on, the default) with a fake clock.
-        "flux_keyed_string" => {
-            let l = RateLimiter::builder(live_quota())
-                .clock(ManualClock::new())
-                .keyed::<String>()
-                .build()
-                .unwrap();
-            strings(|k| l.allow_key(k.as_str()));
-        }
-        "flux_keyed_string_nostats" => {
-            let l = RateLimiter::builder(live_quota())
-                .clock(ManualClock::new())
-                .stats(false)
-                .keyed::<String>()
-                .build()
-                .unwrap();
-            strings(|k| l.allow_key(k.as_str()));
-        }
-        // The store alone by `&str`: a DashMap lookup and one atomic add.
-        "floor_keyed_string" => {
-            let m = dashmap::DashMap::with_hasher(fluxrate::KeyHasher::new());
-            for i in 0..1_000 {
-                m.insert(format!("user-{i:05}"), AtomicU64::new(0));
-            }
-            strings(|k| {
-                m.get(k.as_str())
-                    .map(|c| c.fetch_add(1, Ordering::Relaxed))
-                    .is_some()
-            });
-        }
-        "gov_keyed_string" => {
-            let q = governor::Quota::with_period(Duration::from_secs(1))
-                .unwrap()
-                .allow_burst(NonZeroU32::MAX);
-            let g = governor::RateLimiter::<String, _, _, _>::dashmap_with_clock(
-                q,
-                governor::clock::FakeRelativeClock::default(),
-            );
-            strings(|k| g.check_key(k).is_ok());
-        }
-        "empty_string" => strings(|k| !k.is_empty()),
         "empty" => {}
         other => {
-            eprintln!("unknown workload {other:?}: flux_tb, flux_swc, flux_fixed, flux_keyed, floor_keyed, flux_log, flux_log_check, flux_log_reject, gov, gov_keyed, flux_keyed_string, flux_keyed_string_nostats, floor_keyed_string, gov_keyed_string, empty, empty_string, empty_advance");
+            eprintln!("unknown workload {other:?}: flux_tb, flux_swc, flux_fixed, flux_keyed, floor_keyed, flux_log, flux_log_check, flux_log_reject, gov, gov_keyed, empty, empty_advance");
             std::process::exit(2);
         }
     }
