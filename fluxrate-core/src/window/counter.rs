@@ -106,6 +106,8 @@ pub struct SlidingWindowCounter {
     w: u64,
     /// Bits per count.
     cb: u32,
+    /// `2·cb`: where the window index starts in the word.
+    kshift: u32,
     /// `2^kb − 1` (`kb = 64 − 2·cb` bits of the window index), `2^cb − 1`.
     kmask: u64,
     cmask: u64,
@@ -114,6 +116,10 @@ pub struct SlidingWindowCounter {
     narrow: bool,
     /// `L·W` when `narrow` (else 0).
     lw: u64,
+    /// The window length for the inline path of [`admit_now`](Self::admit_now): `w` when
+    /// `narrow`, else 0, so that no time falls in the window there and every call takes
+    /// [`admit_slow`](Self::admit_slow) (one test fewer on the path taken).
+    fast_w: u64,
     div: Divisor,
 }
 
@@ -130,20 +136,23 @@ impl SlidingWindowCounter {
         }
         let cb = 64 - limit.leading_zeros();
         let kb = 64 - 2 * cb;
+        let narrow = limit
+            .checked_mul(w)
+            .and_then(|x| x.checked_mul(5))
+            .is_some();
         Ok(Self {
             limit,
             w,
             cb,
+            kshift: 2 * cb,
             kmask: (1u64 << kb) - 1,
             cmask: (1u64 << cb) - 1,
-            narrow: limit
-                .checked_mul(w)
-                .and_then(|x| x.checked_mul(5))
-                .is_some(),
+            narrow,
             lw: limit
                 .checked_mul(w)
                 .filter(|x| x.checked_mul(5).is_some())
                 .unwrap_or(0),
+            fast_w: if narrow { w } else { 0 },
             div: Divisor::new(w),
         })
     }
@@ -179,15 +188,53 @@ impl SlidingWindowCounter {
         }
     }
 
-    /// `allow`: the decision of `decide::<false>`, without metadata. The reader's window comes
-    /// from `latest` when `now` falls in it (a multiplication instead of a division), and the
-    /// stale-reader guard runs on every attempt, after the state word was loaded, as in
-    /// `decide`.
+    /// `allow`: the decision of `decide::<false>`, without metadata.
+    ///
+    /// The common case is tried first, inline: `now` falls in the `latest` window (found with a
+    /// multiplication instead of a division), the state word counts that window, and the
+    /// narrow estimate applies. That is exactly the first pass of [`admit_slow`](Self::admit_slow)
+    /// in that case: the reader is in `latest`, so the stale-reader guard neither raises nor
+    /// refuses, and re-packing the same window and previous count with `curr + n` is adding `n`
+    /// to the word (`curr + n ≤ L` fits in a count once the estimate admits). Anything else (a
+    /// new window, a state from another window, a wide limit, a lost CAS) goes to `admit_slow`,
+    /// which starts over from a fresh load as a retry would. Kept out of line, the loop's
+    /// invariants (the division, the 128-bit products) are not computed on every call.
     #[inline(always)]
     fn admit_now(&self, state: &SlidingWindowCounterState, now: u64, n: u64) -> bool {
-        if n > self.limit {
+        // The limit is at least 1: saying so lets the compiler drop this test for `n = 1`.
+        if n > self.limit.max(1) {
             return false;
         }
+        // The word first, then `latest`: the order the guard's protocol needs.
+        let v = state.v.load(Ordering::Acquire);
+        let latest = state.latest.load(Ordering::Acquire);
+        // `latest` is 0 or some reading's `now / W`, so `latest·W` cannot overflow.
+        if let Some(e) = now.checked_sub(latest.wrapping_mul(self.fast_w)) {
+            // `e < fast_w`: `narrow`, and `now` is in the window `latest`.
+            if e < self.fast_w && v >> self.kshift == latest & self.kmask() {
+                let view = View {
+                    prev: (v >> self.cb) & self.cmask(),
+                    curr: v & self.cmask(),
+                    k: latest,
+                    e,
+                };
+                if !self.fits_narrow(&view, n, self.fast_w) {
+                    return false;
+                }
+                if crate::sync::cas(&state.v, v, v + n).is_ok() {
+                    return true;
+                }
+            }
+        }
+        self.admit_slow(state, now, n)
+    }
+
+    /// [`admit_now`](Self::admit_now) in every case: the reader's window, the stale-reader
+    /// guard on every attempt (after the state word was loaded, as in `decide`), and the CAS
+    /// loop.
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(&self, state: &SlidingWindowCounterState, now: u64, n: u64) -> bool {
         let mut v = state.v.load(Ordering::Acquire);
         loop {
             let latest = state.latest.load(Ordering::Acquire);

@@ -130,6 +130,39 @@ proptest! {
         prop_assert!(max_per_aligned_window(&admitted, w) <= l);
         prop_assert!(max_in_half_open_window(&admitted, w) < 2 * l);
     }
+
+    /// The counter's `allow` (an inline path for the common case, the full loop otherwise)
+    /// decides like `check` and leaves the same state word, for weights from 0 to above the
+    /// limit, in any time order (stale readers included), with limits whose estimate fits in
+    /// 64 bits and limits that need 128 (`wide`: `5·L·W` overflows).
+    #[test]
+    fn sliding_window_counter_allow_decides_like_check(
+        wide in any::<bool>(),
+        l in 1u64..50,
+        w in 50u64..5_000,
+        ops in prop::collection::vec((0u64..2_500, any::<bool>(), 0u64..=110), 1..300),
+    ) {
+        // Wide: L in 4,000..200,000 and W = 10^15 ns, time in steps of W / 1,000.
+        let (l, w, unit) = if wide {
+            (l * 4_000, 1_000_000_000_000_000, 1_000_000_000_000)
+        } else {
+            (l, w, 1)
+        };
+        let swc = SlidingWindowCounter::new(&quota(l, w)).unwrap();
+        let (a, b) = (SlidingWindowCounterState::new(), SlidingWindowCounterState::new());
+        let mut now = 0u64;
+        for (dt, back, pct) in ops {
+            let dt = dt * unit;
+            now = if back { now.saturating_sub(dt / 4) } else { now + dt };
+            let n = (l * pct).div_ceil(100);
+            prop_assert_eq!(
+                swc.allow(&a, now, n),
+                swc.check(&b, now, n).is_ok(),
+                "at {} n={} (L={} W={})", now, n, l, w
+            );
+            prop_assert_eq!(a.raw(), b.raw(), "state at {} n={}", now, n);
+        }
+    }
 }
 
 /// F2 is tight: L at the very end of one window and L at the start of the next.

@@ -28,7 +28,7 @@ impl SlidingWindowCounter {
     }
 
     pub(super) fn pack(&self, k: u64, prev: u64, curr: u64) -> u64 {
-        ((k & self.kmask()) << (2 * self.cb)) | (prev << self.cb) | curr
+        ((k & self.kmask()) << self.kshift) | (prev << self.cb) | curr
     }
 
     #[inline]
@@ -46,7 +46,7 @@ impl SlidingWindowCounter {
     /// [`view_in`](Self::view_in) with the time into the reader's window, `e`, known too.
     #[inline]
     pub(super) fn view_at(&self, v: u64, k_now: u64, e: u64) -> View {
-        let ks = v >> (2 * self.cb);
+        let ks = v >> self.kshift;
         let prev = (v >> self.cb) & self.cmask();
         let curr = v & self.cmask();
         let fresh = View {
@@ -88,10 +88,16 @@ impl SlidingWindowCounter {
     #[inline]
     pub(super) fn fits(&self, v: &View, n: u64) -> bool {
         if self.narrow {
-            let w = self.w;
-            return v.prev * (w - v.e) + (v.curr + n) * w <= self.lw;
+            return self.fits_narrow(v, n, self.w);
         }
         self.fits_wide(v, n)
+    }
+
+    /// [`fits`](Self::fits) in 64-bit arithmetic: only where `narrow`, and `w` is the window
+    /// length (the caller's copy of it).
+    #[inline]
+    pub(super) fn fits_narrow(&self, v: &View, n: u64, w: u64) -> bool {
+        v.prev * (w - v.e) + (v.curr + n) * w <= self.lw
     }
 
     /// [`fits`](Self::fits) in 128-bit arithmetic, for any limit and window.
