@@ -53,7 +53,7 @@ pub trait Clock: Send + Sync + 'static {
 
     /// A precise reading on the timeline of [`now`](Self::now): never behind a reading of
     /// `now` taken before it, and at most [`lag`](Self::lag) ahead of one taken at the same
-    /// time. The default is `now`.
+    /// time. The default is `now`. Like `now`, a limiter calls it outside any lock.
     #[inline]
     fn now_precise(&self) -> u64 {
         self.now()

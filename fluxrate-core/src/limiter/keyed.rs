@@ -22,6 +22,17 @@ enum Op {
     Reserve(u64),
 }
 
+impl Op {
+    /// How long a request of weight `n` may wait: what a refusal's wait is measured against
+    /// when deciding whether a precise reading could turn it (0 for a check or a look).
+    fn max_wait(self, n: u64) -> u64 {
+        match self {
+            Op::Reserve(max_wait) if n > 0 => max_wait,
+            _ => 0,
+        }
+    }
+}
+
 /// The answer of a decision on a key: whether it counts as admitted (per-key stats), what a
 /// store full of live keys answers under [`OverflowPolicy::Reject`], and the same answer given
 /// by the shared cell under [`OverflowPolicy::Shared`].
@@ -123,12 +134,46 @@ where
     {
         let now = self.now();
         let ok = dispatch!(&self.engine, |alg, cells| {
-            self.on_key(alg, cells, key, now, |state, now| {
-                self.allow_at(now, |t| alg.allow(state, t, 1), |t| alg.check(state, t, 1))
-            })
+            let mut ok =
+                self.decide_key(alg, cells, key, now, |state, now| alg.allow(state, now, 1));
+            if !ok && self.refine_lag() > 0 {
+                ok = self.allow_key_refined(alg, cells, key, now);
+            }
+            Self::store(cells).record(key, ok);
+            ok
         });
         self.record(ok);
         ok
+    }
+
+    /// `allow_key` refused at a lagging reading: if the refusal's wait (which `check` finds,
+    /// changing nothing unless it admits) is within the lag, `allow` again at the precise
+    /// reading. The precise clock is read between the two lookups, never under a shard guard.
+    #[cold]
+    #[inline(never)]
+    fn allow_key_refined<Q, A>(
+        &self,
+        alg: &A,
+        cells: &Cells<K, A::State, H>,
+        key: &Q,
+        now: u64,
+    ) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        A: RateAlgorithm,
+    {
+        let (checked, _) = self.decide_key(alg, cells, key, now, |state, now| {
+            (alg.check(state, now, 1), KeyCell::Own)
+        });
+        match checked {
+            Ok(_) => true,
+            Err(Refusal::Limited { retry_after, .. }) if self.refines(retry_after, 0) => {
+                let precise = self.clock.now_precise().max(now);
+                self.decide_key(alg, cells, key, precise, |state, t| alg.allow(state, t, 1))
+            }
+            Err(_) => false,
+        }
     }
 
     /// Admit one request for `key`, or say when to retry.
@@ -186,26 +231,59 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         A: RateAlgorithm,
     {
-        let run = |state: &A::State, now: u64| match op {
-            Op::Reserve(max_wait) if n > 0 => {
-                let r = self.attempt_at(now, max_wait, |t| {
-                    alg.reserve(state, t, n, max_wait.saturating_sub(t - now))
-                });
-                (r, KeyCell::Own)
-            }
-            _ => (
-                self.attempt_at(now, 0, |t| decide(alg, state, t, n)),
+        // `now` is the reading; the store may raise it to its latest sweep (`at`).
+        let run = |state: &A::State, at: u64, now: u64| match op {
+            Op::Reserve(max_wait) if n > 0 => (
+                alg.reserve(state, at, n, max_wait.saturating_sub(at - now)),
                 KeyCell::Own,
             ),
+            _ => (decide(alg, state, at, n), KeyCell::Own),
         };
-        self.on_key(alg, cells, key, now, run)
+        let r = self.decide_key(alg, cells, key, now, |state, at| run(state, at, now));
+        let r = match r {
+            (Err(Refusal::Limited { retry_after, .. }), _)
+                if self.refines(retry_after, op.max_wait(n)) =>
+            {
+                self.key_attempt_refined(alg, cells, key, now, run)
+            }
+            r => r,
+        };
+        Self::store(cells).record(key, r.admitted());
+        r
     }
 
-    /// Run `run` on the cell of `key` (created on a miss) and count the outcome per key. When
+    /// [`key_attempt`](Self::key_attempt) refused at a lagging reading, within the lag of what
+    /// it could take: decided again at the precise reading (read between the two lookups,
+    /// never under a shard guard), a refusal's waits made relative to `now`, the reading the
+    /// answer reports.
+    #[cold]
+    #[inline(never)]
+    fn key_attempt_refined<Q, A>(
+        &self,
+        alg: &A,
+        cells: &Cells<K, A::State, H>,
+        key: &Q,
+        now: u64,
+        run: impl Fn(&A::State, u64, u64) -> KeyAttempt,
+    ) -> KeyAttempt
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        A: RateAlgorithm,
+    {
+        let precise = self.clock.now_precise().max(now);
+        self.decide_key(alg, cells, key, precise, |state, at| {
+            let (r, cell) = run(state, at, now);
+            (r.map_err(|refusal| refusal.later_by(at - now)), cell)
+        })
+    }
+
+    /// Run `run` on the cell of `key` (created on a miss), without counting it per key. When
     /// the store is full of live keys, apply the overflow policy: [`KeyOutcome::full`] for
     /// [`OverflowPolicy::Reject`], `run` on the shared cell for [`OverflowPolicy::Shared`].
+    /// `run` is called with the key's shard guard held: it must not read the clock.
     #[inline]
-    fn on_key<Q, A, R: KeyOutcome>(
+    fn decide_key<Q, A, R: KeyOutcome>(
         &self,
         alg: &A,
         cells: &Cells<K, A::State, H>,
@@ -218,12 +296,8 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         A: RateAlgorithm,
     {
-        let store = Self::store(cells);
-        match store.with(alg, key, now, &run) {
-            Lookup::Found(r) => {
-                store.record(key, r.admitted());
-                r
-            }
+        match Self::store(cells).with(alg, key, now, &run) {
+            Lookup::Found(r) => r,
             Lookup::Full { until } => match self.overflow {
                 OverflowPolicy::Reject => R::full(until.saturating_sub(now).max(1)),
                 OverflowPolicy::Shared => run(&cells.direct, now).shared(),

@@ -125,6 +125,7 @@ fn a_request_that_waited_its_retry_after_is_admitted() {
                 clock.set(instant);
                 let admitted = match (via, n) {
                     ("allow", 1) => direct.allow(),
+                    ("key", 1) => keyed.allow_key(&7),
                     _ => check(n).is_ok(),
                 };
                 assert!(
@@ -277,4 +278,64 @@ fn a_refined_refusal_names_the_true_instant() {
             "keyed: {keyed}"
         );
     }
+}
+
+/// The precise clock is read between two lookups of the key, never while its shard guard is
+/// held (DashMap deadlocks on re-entry): a lagging clock whose `now_precise` resets the key
+/// (a write on its shard) does not deadlock `allow_key`, `check_key` or `reserve_key`.
+#[test]
+fn the_precise_reading_is_taken_outside_the_shard_guard() {
+    type Keyed = RateLimiter<u8, ReentrantClock>;
+    #[derive(Clone, Default)]
+    struct ReentrantClock {
+        lagging: LaggingClock,
+        limiter: Arc<std::sync::OnceLock<Arc<Keyed>>>,
+    }
+    impl Clock for ReentrantClock {
+        fn now(&self) -> u64 {
+            self.lagging.now()
+        }
+        fn lag(&self) -> u64 {
+            self.lagging.lag()
+        }
+        fn now_precise(&self) -> u64 {
+            if let Some(l) = self.limiter.get() {
+                l.reset_key(&9);
+            }
+            self.lagging.now_precise()
+        }
+    }
+    let clock = ReentrantClock::default();
+    clock.lagging.set(1_000_000_000);
+    let l = Arc::new(
+        RateLimiter::builder(quota(1, 100_000_000))
+            .clock(clock.clone())
+            .keyed::<u8>()
+            .build()
+            .unwrap(),
+    );
+    assert!(clock.limiter.set(l.clone()).is_ok());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for via in 0..3 {
+            assert!(l.allow_key(&9));
+            // True time 1 ns before the next emission: the lagging reading refuses within
+            // the lag, so the precise clock is read (and resets the key).
+            clock
+                .lagging
+                .set(clock.lagging.true_now() + 100_000_000 - 1);
+            let _ = match via {
+                0 => l.allow_key(&9),
+                1 => l.check_key(&9).is_ok(),
+                _ => l.reserve_key(&9, Duration::ZERO).is_ok(),
+            };
+            clock.lagging.set(clock.lagging.true_now() + 1_000_000_000);
+            l.reset_key(&9);
+        }
+        tx.send(()).unwrap();
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "deadlock: the precise clock was read under the key's shard guard"
+    );
 }
