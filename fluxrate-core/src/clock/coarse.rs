@@ -19,7 +19,7 @@ const LAG_TICKS: u64 = 3;
 /// precise ones where that lag would matter.
 ///
 /// [`now`](Clock::now) reads the kernel's `CLOCK_MONOTONIC_COARSE` through the vDSO (about
-/// 4 ns here, against about 30–40 ns for `Instant::now()`; the README's table has the numbers):
+/// 6 ns here, against about 30 ns for `Instant::now()`; the README's table has the numbers):
 /// the monotonic time of a recent timer tick, one timeline for every thread and core, never
 /// going backwards. It is taken to lag [`now_precise`](Clock::now_precise), which reads
 /// `CLOCK_MONOTONIC` (the timeline of `Instant`), by at most three ticks, its
@@ -39,14 +39,15 @@ const LAG_TICKS: u64 = 3;
 ///   window's boundary, or leaving the log `lag` early). When that is more than one request
 ///   and more than 1 % of the capacity, the limiter reads
 ///   [`now_precise`](Clock::now_precise) on every decision instead, and costs what
-///   [`MonotonicClock`](crate::MonotonicClock) costs: always for the window algorithms of
-///   capacity above 1, and for buckets whose emission interval is shorter than the lag by more
-///   than that (with a 4 ms tick, a 12 ms lag: `N` per second for `N` ≥ 84 with a burst of `N`;
-///   a burst of `2N` or more, or a per-minute or per-hour quota, keeps the coarse readings).
+///   [`MonotonicClock`](crate::MonotonicClock) costs: always for the window algorithms, and
+///   for buckets whose emission interval is short next to the lag (with a 4 ms tick, a 12 ms
+///   lag: a token bucket of `N` per second keeps the coarse readings for `N` ≤ 83, or when its
+///   burst is at least `100 × ⌈0.012 N⌉`; a per-minute or per-hour quota keeps them).
 /// * **A refusal near its retry time is decided again on the precise clock.** A refusal whose
-///   wait is within the lag (or, for a reservation or an acquire, whose wait passes the allowed
-///   wait by no more than the lag) is decided again at [`now_precise`](Clock::now_precise), so a
-///   request that waited its exact retry-after is not refused because the reading lagged.
+///   wait is within the lag is decided again at [`now_precise`](Clock::now_precise) (read
+///   outside any lock), so a request that waited its exact retry-after is not refused because
+///   the reading lagged. (A reservation decided again keeps its deadline, so only its own
+///   wait can turn.)
 ///   Retry-after values are relative to the reading the decision was taken at
 ///   ([`RateLimited::decided_at`](crate::RateLimited::decided_at)), so the instant they name is
 ///   exact.

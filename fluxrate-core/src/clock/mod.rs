@@ -43,9 +43,11 @@ pub trait Clock: Send + Sync + 'static {
     /// How far behind [`now_precise`](Self::now_precise) a reading of [`now`](Self::now) may
     /// be, in nanoseconds: 0 (the default) for a clock whose readings are precise.
     ///
-    /// A limiter on a clock with a lag reads `now_precise` on every decision if its quota's
-    /// emission interval is shorter than the lag, and otherwise decides again at `now_precise`
-    /// a refusal whose wait is within the lag (see [`CoarseClock`]).
+    /// A limiter on a clock with a lag reads `now_precise` on every decision if the lag would
+    /// loosen its limit by more than one request and 1 % of its capacity (always for the
+    /// window algorithms), and otherwise decides again at `now_precise` a refusal whose wait
+    /// is within the lag (see [`CoarseClock`]). The limiter reads the lag once when it is
+    /// built to choose between the two: it must not change.
     #[inline]
     fn lag(&self) -> u64 {
         0

@@ -133,8 +133,9 @@ impl<K, C, H> Builder<K, C, H> {
 
     /// Count allowed / rejected requests for [`RateLimiter::stats`] (default: on). Counting
     /// costs a plain load and store on a counter the calling thread owns (no atomic
-    /// read-modify-write, no contention; threads beyond the 16 a limiter gives a counter of
-    /// their own share counters with an atomic add), and 4 KiB per limiter.
+    /// read-modify-write, no contention: the first 16 live threads that count, on any
+    /// limiter, own a counter each; others share counters with an atomic add), and 4 KiB per
+    /// limiter.
     pub fn stats(mut self, enabled: bool) -> Self {
         self.common.stats = enabled;
         self
@@ -177,9 +178,9 @@ impl<K, C, H> Builder<K, C, H> {
 /// A lagging reading stamps a decision up to `lag` early, so over a real interval of length
 /// `len` a limit admits at most what it admits over `len + lag` on a precise clock. For the
 /// buckets (GCRA) that is `⌈lag / T⌉` more (`T` the emission interval). The window algorithms
-/// can admit a whole window's quota within `lag` (at a fixed window's boundary, or when a
-/// burst's entries leave the log or the counter's previous window), so for them it is the
-/// capacity.
+/// can admit a whole window's quota within `lag`, in every window the lag spans (at a fixed
+/// window's boundary, or when a burst's entries leave the log or the counter's previous
+/// window), so they always read the precise clock.
 fn loosened_by_lag<K, H>(
     lag: u64,
     algorithm: Algorithm,
@@ -198,8 +199,12 @@ fn loosened_by_lag<K, H>(
             };
             lag.div_ceil(nanos_saturating(interval).max(1))
         }
+        // A window's count depends on which side of a boundary (or of an entry's expiry) a
+        // request falls: a lagging reading can put a whole quota on the wrong side in every
+        // window the lag spans (a capacity of 1 with a window shorter than the lag admitted
+        // 3 in one window), so the window algorithms always read the precise clock.
         Algorithm::FixedWindow | Algorithm::SlidingWindowCounter | Algorithm::SlidingLog => {
-            capacity
+            return true; // whatever their capacity
         }
     };
     extra > (capacity / 100).max(1)

@@ -77,7 +77,7 @@ impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
     pub fn check_n(&self, n: u64) -> Result<Admitted, Denied> {
         let now = self.now();
         let r = dispatch!(&self.engine, |alg, cells| self
-            .attempt_at(now, 0, |t| { decide(alg, &cells.direct, t, n) }));
+            .attempt_at(now, |t| { decide(alg, &cells.direct, t, n) }));
         self.finish(now, n, r)
     }
 
@@ -140,7 +140,7 @@ impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
         let r = dispatch!(&self.engine, |alg, cells| if n == 0 {
             decide(alg, &cells.direct, now, 0)
         } else {
-            self.attempt_at(now, max_wait, |t| {
+            self.attempt_at(now, |t| {
                 alg.reserve(&cells.direct, t, n, max_wait.saturating_sub(t - now))
             })
         });
@@ -180,7 +180,7 @@ impl<C: Clock, H> RateLimiter<NotKeyed, C, H> {
                 if n == 0 {
                     return decide(alg, &cells.direct, now, 0);
                 }
-                self.attempt_at(now, budget, |t| {
+                self.attempt_at(now, |t| {
                     alg.reserve(&cells.direct, t, n, budget.saturating_sub(t - now))
                 })
             }

@@ -22,17 +22,6 @@ enum Op {
     Reserve(u64),
 }
 
-impl Op {
-    /// How long a request of weight `n` may wait: what a refusal's wait is measured against
-    /// when deciding whether a precise reading could turn it (0 for a check or a look).
-    fn max_wait(self, n: u64) -> u64 {
-        match self {
-            Op::Reserve(max_wait) if n > 0 => max_wait,
-            _ => 0,
-        }
-    }
-}
-
 /// The answer of a decision on a key: whether it counts as admitted (per-key stats), what a
 /// store full of live keys answers under [`OverflowPolicy::Reject`], and the same answer given
 /// by the shared cell under [`OverflowPolicy::Shared`].
@@ -168,7 +157,7 @@ where
         });
         match checked {
             Ok(_) => true,
-            Err(Refusal::Limited { retry_after, .. }) if self.refines(retry_after, 0) => {
+            Err(Refusal::Limited { retry_after, .. }) if self.refines(retry_after) => {
                 let precise = self.clock.now_precise().max(now);
                 self.decide_key(alg, cells, key, precise, |state, t| alg.allow(state, t, 1))
             }
@@ -241,9 +230,7 @@ where
         };
         let r = self.decide_key(alg, cells, key, now, |state, at| run(state, at, now));
         let r = match r {
-            (Err(Refusal::Limited { retry_after, .. }), _)
-                if self.refines(retry_after, op.max_wait(n)) =>
-            {
+            (Err(Refusal::Limited { retry_after, .. }), _) if self.refines(retry_after) => {
                 self.key_attempt_refined(alg, cells, key, now, run)
             }
             r => r,

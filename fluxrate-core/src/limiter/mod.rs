@@ -155,8 +155,9 @@ pub struct RateLimiter<K = NotKeyed, C = CoarseClock, H = KeyHasher> {
     clock: C,
     /// Limiter-wide counters; `None` when built with `.stats(false)`.
     counters: Option<Counters>,
-    /// Whether every decision reads [`Clock::now_precise`]: the clock lags and the quota's
-    /// emission interval is shorter than the lag.
+    /// Whether every decision reads [`Clock::now_precise`]: the clock lags, and the lag would
+    /// loosen the limit by more than one request and 1 % of its capacity (always for the
+    /// window algorithms; `builder::loosened_by_lag`).
     precise: bool,
     quota: Quota,
     algorithm: Algorithm,
@@ -220,7 +221,7 @@ impl<K, C: Clock, H> RateLimiter<K, C, H> {
     }
 
     /// The reading a decision is taken at: the clock's [`now`](Clock::now), or its precise
-    /// reading when the quota is faster than the clock's lag.
+    /// reading when the lag would loosen the limit too much (`precise`).
     #[inline(always)]
     fn now(&self) -> u64 {
         if self.clock.lag() > 0 && self.precise {
@@ -243,21 +244,21 @@ impl<K, C: Clock, H> RateLimiter<K, C, H> {
     }
 
     /// Whether a precise reading could turn a refusal that said `wait` into an admission:
-    /// `wait` is within the lag, or passes `allowed` (the wait a reservation may take) by no
-    /// more than the lag.
+    /// `wait` is within the lag. (A reservation decided again keeps its deadline, the reading
+    /// plus `max_wait`, and a later reading never moves a departure earlier: only a refusal
+    /// whose own wait the lag could cover can turn.)
     #[inline(always)]
-    fn refines(&self, wait: u64, allowed: u64) -> bool {
+    fn refines(&self, wait: u64) -> bool {
         let lag = self.refine_lag();
-        lag > 0 && (wait <= lag || (wait > allowed && wait - allowed <= lag))
+        lag > 0 && wait <= lag
     }
 
     /// `attempt` at `now`; a refusal that a precise reading could turn is decided again at the
-    /// precise reading ([`refined`](Self::refined)). `allowed` is the wait a reservation may
-    /// take (0 for a check).
+    /// precise reading ([`refined`](Self::refined)).
     #[inline(always)]
-    fn attempt_at(&self, now: u64, allowed: u64, attempt: impl Fn(u64) -> Attempt) -> Attempt {
+    fn attempt_at(&self, now: u64, attempt: impl Fn(u64) -> Attempt) -> Attempt {
         match attempt(now) {
-            Err(Refusal::Limited { retry_after, .. }) if self.refines(retry_after, allowed) => {
+            Err(Refusal::Limited { retry_after, .. }) if self.refines(retry_after) => {
                 self.refined(now, attempt)
             }
             r => r,
@@ -296,7 +297,7 @@ impl<K, C: Clock, H> RateLimiter<K, C, H> {
     ) -> bool {
         match check(now) {
             Ok(_) => true,
-            Err(Refusal::Limited { retry_after, .. }) if self.refines(retry_after, 0) => {
+            Err(Refusal::Limited { retry_after, .. }) if self.refines(retry_after) => {
                 allow(self.clock.now_precise().max(now))
             }
             Err(_) => false,
