@@ -60,14 +60,6 @@ impl Clock for LaggingClock {
     }
 }
 
-const ALGORITHMS: [Algorithm; 5] = [
-    Algorithm::TokenBucket,
-    Algorithm::LeakyBucket,
-    Algorithm::FixedWindow,
-    Algorithm::SlidingWindowCounter,
-    Algorithm::SlidingLog,
-];
-
 fn limiter(
     alg: Algorithm,
     q: Quota,
@@ -88,7 +80,7 @@ fn limiter(
 fn a_request_that_waited_its_retry_after_is_admitted() {
     // 3 per 100 ms: T = 33.3 ms, not a multiple of the tick, longer than the lag.
     let q = quota(3, 100_000_000);
-    for alg in ALGORITHMS {
+    for alg in Algorithm::ALL {
         let mut next = xorshift(0x9E37_79B9 ^ alg as u64);
         for via in ["check", "key", "allow"] {
             let clock = LaggingClock::at(1_000_000_000);
@@ -142,7 +134,7 @@ fn a_request_that_waited_its_retry_after_is_admitted() {
 /// without spinning on readings that lag behind it (the clock panics after 1,000 sleeps).
 #[test]
 fn a_blocking_acquire_on_a_lagging_clock_wakes_admitted() {
-    for alg in ALGORITHMS {
+    for alg in Algorithm::ALL {
         let clock = LaggingClock::at(1_000_000_000);
         let l = limiter(alg, quota(3, 100_000_000), &clock);
         for _ in 0..20 {
