@@ -124,16 +124,6 @@ impl Clock for CoarseClock {
     fn now_precise(&self) -> u64 {
         source::precise().saturating_sub(self.epoch)
     }
-
-    fn sleep_until(&self, deadline: u64) {
-        loop {
-            let now = self.now_precise();
-            if now >= deadline {
-                return;
-            }
-            std::thread::sleep(Duration::from_nanos(deadline - now));
-        }
-    }
 }
 
 /// The kernel's clocks, in nanoseconds on the `CLOCK_MONOTONIC` timeline.

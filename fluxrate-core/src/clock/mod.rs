@@ -61,10 +61,12 @@ pub trait Clock: Send + Sync + 'static {
         self.now()
     }
 
-    /// Block until [`now`](Self::now) is at least `deadline`.
+    /// Block until the clock is at least `deadline`. The default sleeps on
+    /// [`now_precise`](Self::now_precise) (which is `now` for a clock without a lag), so that
+    /// a lagging clock neither oversleeps nor wakes before its deadline is reached.
     fn sleep_until(&self, deadline: u64) {
         loop {
-            let now = self.now();
+            let now = self.now_precise();
             if now >= deadline {
                 return;
             }
